@@ -1,0 +1,1 @@
+//! meshedge-agent

@@ -1,0 +1,1 @@
+//! meshedge-discovery: DNS-SD discovery (not built yet).
