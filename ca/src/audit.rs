@@ -1,10 +1,13 @@
-//! The audit log: one JSON line per issuance and per denial, appended by a writer thread so
-//! that request handlers never wait on the disk.
+//! The audit log: one JSON line per issuance and per denial.
+//!
+//! Each record is appended with a single `write` to an `O_APPEND` file before the answer
+//! leaves the CA, so a crash of the process (kill -9) never loses a record of an SVID that
+//! was handed out, and never leaves half a line.
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -35,45 +38,36 @@ pub struct AuditEvent {
     pub reason: Option<String>,
 }
 
-/// Handle to the audit writer; cloning shares the same file.
+/// Handle to the audit log; cloning shares the same file.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<AuditEvent>,
+    path: Arc<PathBuf>,
+    file: Arc<Mutex<File>>,
 }
 
 impl AuditLog {
-    /// Opens `dir/audit.log` for appending and starts the writer thread.
+    /// Opens `dir/audit.log` for appending (mode 0600).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join("audit.log");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let (tx, rx) = mpsc::channel::<AuditEvent>();
-        std::thread::Builder::new()
-            .name("meshedge-audit".into())
-            .spawn(move || write_loop(path, BufWriter::new(file), rx))?;
-        Ok(Self { tx })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Self {
+            path: Arc::new(path),
+            file: Arc::new(Mutex::new(file)),
+        })
     }
 
-    /// Queues one record.
+    /// Appends one record.
     pub fn record(&self, event: AuditEvent) {
-        if self.tx.send(event).is_err() {
-            tracing::error!("audit writer stopped; record lost");
-        }
-    }
-}
-
-fn write_loop(path: PathBuf, mut out: BufWriter<std::fs::File>, rx: mpsc::Receiver<AuditEvent>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        for ev in batch {
-            let mut line = serde_json::to_vec(&ev).expect("audit event serializes");
-            line.push(b'\n');
-            if let Err(err) = out.write_all(&line) {
-                tracing::error!(path = %path.display(), %err, "audit write failed");
-            }
-        }
-        if let Err(err) = out.flush() {
-            tracing::error!(path = %path.display(), %err, "audit flush failed");
+        let mut line = serde_json::to_vec(&event).expect("audit event serializes");
+        line.push(b'\n');
+        let mut file = self.file.lock().expect("audit mutex poisoned");
+        if let Err(err) = file.write_all(&line) {
+            tracing::error!(path = %self.path.display(), %err, "audit write failed");
         }
     }
 }

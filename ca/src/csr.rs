@@ -122,9 +122,9 @@ impl ValidatedCsr {
                 detail: format!("{} trailing bytes", rest.len()),
             });
         }
-        csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
         let spki = &csr.certification_request_info.subject_pki;
         let (key_kind, alg) = classify_key(spki)?;
+        csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
         let uris: Vec<&str> = csr
             .requested_extensions()
             .into_iter()

@@ -363,5 +363,8 @@ fn read_pair(dir: &Path, kind: &str, g: u64) -> Result<CaCert, KeysetError> {
 
 /// PEM-encodes one DER certificate.
 pub fn der_to_pem(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }

@@ -104,8 +104,8 @@ fn root_rotation_keeps_both_roots_in_the_bundle() {
         .unwrap();
     let bundle: Vec<_> = new.keyset().roots.iter().map(|r| r.der.clone()).collect();
     let new_inter = new.keyset().intermediate.der.clone();
-    crate::tls::verify_chain(&bundle, &before.leaf, &[old_inter.clone()]).unwrap();
-    crate::tls::verify_chain(&bundle, &after.leaf, &[new_inter.clone()]).unwrap();
+    crate::tls::verify_chain(&bundle, &before.leaf, std::slice::from_ref(&old_inter)).unwrap();
+    crate::tls::verify_chain(&bundle, &after.leaf, std::slice::from_ref(&new_inter)).unwrap();
     // The new SVID chains to the new root only.
     let new_root_only = vec![new.keyset().active_root().der.clone()];
     crate::tls::verify_chain(&new_root_only, &after.leaf, &[new_inter]).unwrap();

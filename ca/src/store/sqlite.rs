@@ -36,6 +36,7 @@ impl SqliteStore {
             source,
         };
         let conn = Connection::open(&path).map_err(err)?;
+        restrict_permissions(&path);
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
@@ -66,6 +67,14 @@ impl SqliteStore {
                 source,
             },
         })
+    }
+}
+
+/// Tokens and entries are the CA's secrets' neighbours: keep the database owner-only.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), %err, "could not restrict permissions");
     }
 }
 

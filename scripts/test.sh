@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README test command: installs what the tests need when missing, then runs
+# cargo fmt --check, clippy -D warnings and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in openssl:openssl curl:curl dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian's packages start their daemons on install on some machines; the tests start
+# their own instances on 127.0.0.x ports and never use the system ones.
+
+export PATH="$PATH:/usr/sbin:/sbin"
+export CARGO_TERM_COLOR=never
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+echo "== cargo clippy --all-targets -D warnings" >&2
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace -- --test-threads 2

@@ -1,0 +1,534 @@
+//! `meshedge ca` as real processes: enrollment, renewal, entry-bound issuance, denials,
+//! restarts, kill -9 during issuance, root rotation. Chains are checked with `openssl verify`
+//! and field by field against the X509-SVID rules.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use meshedge_ca::client::{CaClient, ClientError};
+use meshedge_ca::svid::check_x509_svid;
+use meshedge_ca::tls::certs_from_pem;
+use rcgen::{CertificateParams, KeyPair, SanType};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::*;
+
+struct Ca {
+    dir: TempDir,
+    guard: ChildGuard,
+    addr: String,
+}
+
+impl Ca {
+    fn init(tag: &str) -> TempDir {
+        let dir = TempDir::new(tag);
+        run_ok(
+            meshedge()
+                .args(["ca", "init", "--trust-domain", "example.org", "--state-dir"])
+                .arg(dir.join("ca")),
+        );
+        dir
+    }
+
+    fn start(dir: TempDir) -> Self {
+        let mut cmd = meshedge();
+        cmd.args(["ca", "serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.join("ca"));
+        let (guard, addr) = spawn_until(cmd, "ca listening on", dir.path());
+        Self { dir, guard, addr }
+    }
+
+    fn restart(self) -> Self {
+        let Ca { dir, mut guard, .. } = self;
+        guard.kill9();
+        Ca::start(dir)
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.join("ca")
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        stdout_of(meshedge().args(args).arg("--state-dir").arg(self.state()))
+    }
+
+    fn bundle(&self) -> String {
+        self.cli(&["ca", "bundle"])
+    }
+
+    fn anonymous(&self) -> CaClient {
+        CaClient::new(
+            vec![self.addr.clone()],
+            &certs_from_pem(&self.bundle()).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+}
+
+fn csr(id: &str) -> (KeyPair, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    (key, pem)
+}
+
+fn identity(
+    chain_pem: &str,
+    key: &KeyPair,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+) {
+    (
+        certs_from_pem(chain_pem).unwrap(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+}
+
+/// A node's SVID chain and key.
+struct Node {
+    chain_pem: String,
+    key: KeyPair,
+}
+
+impl Node {
+    /// A client presenting this node SVID.
+    fn client_for(&self, addr: &str, bundle_pem: &str) -> CaClient {
+        let bundle = certs_from_pem(bundle_pem).unwrap();
+        CaClient::new(
+            vec![addr.to_owned()],
+            &bundle,
+            Some(identity(&self.chain_pem, &self.key)),
+        )
+        .unwrap()
+    }
+}
+
+/// Enrolls `node` with a fresh join token.
+async fn enrolled(ca: &Ca, node: &str) -> Node {
+    let token = ca.cli(&["ca", "token", "create", "--node", node]);
+    let (key, pem) = csr(&format!("spiffe://example.org/node/{node}"));
+    let svid = ca
+        .anonymous()
+        .enroll(&token, &pem, None)
+        .await
+        .expect("enrollment succeeds");
+    Node {
+        chain_pem: svid.chain_pem,
+        key,
+    }
+}
+
+fn status(e: ClientError) -> (u16, String) {
+    let api = e
+        .api_error()
+        .unwrap_or_else(|| panic!("expected an API error, got {e}"));
+    (api.status, api.code.clone())
+}
+
+fn leaf_of(chain_pem: &str) -> Vec<u8> {
+    certs_from_pem(chain_pem).unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_renew_and_entry_bound_issuance() {
+    let ca = Ca::start(Ca::init("flow"));
+    let n1 = enrolled(&ca, "n1").await;
+    let bundle = ca.bundle();
+    let node = n1.client_for(&ca.addr, &bundle);
+    let node_chain = n1.chain_pem.clone();
+    openssl_verify(ca.dir.path(), &bundle, &node_chain).expect("openssl accepts the node SVID");
+    let info = check_x509_svid(&leaf_of(&node_chain)).unwrap();
+    assert_eq!(info.spiffe_id.as_str(), "spiffe://example.org/node/n1");
+    assert_eq!(
+        (info.not_after - info.not_before).whole_seconds(),
+        3600 + 30
+    );
+
+    // Renewal over mTLS with the node SVID.
+    let (_, renew_csr) = csr("spiffe://example.org/node/n1");
+    let renewed = node.renew(&renew_csr, Some(600)).await.unwrap();
+    openssl_verify(ca.dir.path(), &bundle, &renewed.chain_pem).unwrap();
+    assert_ne!(renewed.serial, info.serial_hex);
+
+    // A node may not renew another node's ID.
+    let (_, other) = csr("spiffe://example.org/node/n2");
+    assert_eq!(
+        status(node.renew(&other, None).await.unwrap_err()),
+        (403, "id_mismatch".into())
+    );
+
+    // Workload SVIDs only for entries whose parent is this node; DNS SANs from the entry.
+    ca.cli(&[
+        "ca",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/svc/web",
+        "--parent",
+        "n1",
+        "--selector",
+        "unix:uid:1000",
+        "--dns",
+        "web.example.org",
+    ]);
+    ca.cli(&[
+        "ca",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/svc/db",
+        "--parent",
+        "n2",
+        "--selector",
+        "unix:uid:1000",
+    ]);
+    let (_, web) = csr("spiffe://example.org/svc/web");
+    let svid = node.workload(&web, None).await.unwrap();
+    openssl_verify(ca.dir.path(), &bundle, &svid.chain_pem).unwrap();
+    let info = check_x509_svid(&leaf_of(&svid.chain_pem)).unwrap();
+    assert_eq!(info.dns_names, vec!["web.example.org".to_string()]);
+    let (_, db) = csr("spiffe://example.org/svc/db");
+    assert_eq!(
+        status(node.workload(&db, None).await.unwrap_err()),
+        (403, "not_registered".into())
+    );
+
+    // Keys from openssl: P-384, Ed25519, RSA-2048 accepted; RSA-1024 refused with the reason.
+    for spec in [
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-384"][..],
+        &["ed25519"],
+        &["rsa:2048"],
+    ] {
+        let (_, pem) = openssl_csr(ca.dir.path(), "spiffe://example.org/svc/web", spec);
+        let svid = node
+            .workload(&pem, None)
+            .await
+            .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+        openssl_verify(ca.dir.path(), &bundle, &svid.chain_pem).unwrap();
+        check_x509_svid(&leaf_of(&svid.chain_pem)).unwrap();
+    }
+    let (_, weak) = openssl_csr(ca.dir.path(), "spiffe://example.org/svc/web", &["rsa:1024"]);
+    let err = node.workload(&weak, None).await.unwrap_err();
+    assert_eq!(status(err).0, 400);
+
+    // The audit log has one line per issuance and per denial, each naming the ID.
+    let audit = std::fs::read_to_string(ca.state().join("audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let issued = lines.iter().filter(|l| l["event"] == "issued").count();
+    let denied = lines.iter().filter(|l| l["event"] == "denied").count();
+    assert_eq!((issued, denied), (6, 3), "{audit}");
+    assert!(lines.iter().any(|l| l["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("spiffe://example.org/svc/db"))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let ca = Ca::start(Ca::init("bad"));
+    let anon = ca.anonymous();
+    let token = ca.cli(&["ca", "token", "create", "--node", "n1"]);
+
+    // Malformed CSR -> 400; CSR for another node -> 403; neither consumes the token.
+    let err = anon
+        .enroll(
+            &token,
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status(err), (400, "bad_csr".into()));
+    let (_, other) = csr("spiffe://example.org/node/n2");
+    assert_eq!(
+        status(anon.enroll(&token, &other, None).await.unwrap_err()),
+        (403, "id_mismatch".into())
+    );
+    let (_, foreign) = csr("spiffe://evil.org/node/n1");
+    assert_eq!(
+        status(anon.enroll(&token, &foreign, None).await.unwrap_err()).0,
+        400
+    );
+    let (_, ok) = csr("spiffe://example.org/node/n1");
+    anon.enroll(&token, &ok, None)
+        .await
+        .expect("token still valid after refusals");
+
+    // Used, unknown and expired tokens -> 401.
+    assert_eq!(
+        status(anon.enroll(&token, &ok, None).await.unwrap_err()),
+        (401, "token_used".into())
+    );
+    assert_eq!(
+        status(anon.enroll("nope", &ok, None).await.unwrap_err()),
+        (401, "token_unknown".into())
+    );
+    let expired = ca.cli(&["ca", "token", "create", "--node", "n1", "--ttl", "0s"]);
+    assert_eq!(
+        status(anon.enroll(&expired, &ok, None).await.unwrap_err()),
+        (401, "token_expired".into())
+    );
+
+    // Renewal without a client certificate -> 401.
+    assert_eq!(
+        status(anon.renew(&ok, None).await.unwrap_err()),
+        (401, "no_client_cert".into())
+    );
+
+    // Body over the limit -> 413, via curl.
+    let big = ca.dir.join("big.json");
+    std::fs::write(&big, vec![b'x'; 300 * 1024]).unwrap();
+    let bundle_file = ca.dir.join("bundle.pem");
+    std::fs::write(&bundle_file, ca.bundle()).unwrap();
+    let code = stdout_of(
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&bundle_file)
+            .arg("--data-binary")
+            .arg(format!("@{}", big.display()))
+            .arg(format!("https://{}/v1/enroll", ca.addr)),
+    );
+    assert_eq!(code, "413");
+
+    // A client certificate that does not chain to the bundle: handshake refused.
+    let rogue = ca.dir.join("rogue");
+    std::fs::create_dir_all(&rogue).unwrap();
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rogue",
+                "-addext",
+                "subjectAltName=URI:spiffe://example.org/node/n1",
+                "-keyout",
+            ])
+            .arg(rogue.join("k.pem"))
+            .arg("-out")
+            .arg(rogue.join("c.pem")),
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&bundle_file)
+        .arg("--cert")
+        .arg(rogue.join("c.pem"))
+        .arg("--key")
+        .arg(rogue.join("k.pem"))
+        .arg(format!("https://{}/v1/entries", ca.addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "rogue client cert was accepted");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+
+    // Banned node: renewal refused until unbanned.
+    let node = enrolled(&ca, "n3").await.client_for(&ca.addr, &ca.bundle());
+    let (_, n3) = csr("spiffe://example.org/node/n3");
+    ca.cli(&["ca", "ban", "--node", "n3", "--reason", "lost laptop"]);
+    let (code, reason) = status(node.renew(&n3, None).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (403, "banned"));
+    ca.cli(&["ca", "unban", "--node", "n3"]);
+    node.renew(&n3, None).await.unwrap();
+
+    // Still serving, and the metrics count the denials by reason.
+    let metrics = stdout_of(
+        Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&bundle_file)
+            .arg(format!("https://{}/metrics", ca.addr)),
+    );
+    assert!(
+        metrics
+            .contains("meshedge_ca_requests_denied_total{op=\"enroll\",reason=\"token_used\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshedge_ca_tls_handshake_failures_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_token_raced_by_many_clients_is_redeemed_once() {
+    let ca = Ca::start(Ca::init("race"));
+    let token = ca.cli(&["ca", "token", "create", "--node", "n1"]);
+    let bundle = certs_from_pem(&ca.bundle()).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = CaClient::new(vec![ca.addr.clone()], &bundle, None).unwrap();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, pem) = csr("spiffe://example.org/node/n1");
+            client.enroll(&token, &pem, None).await.is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_survives_restart_and_kill_9_during_issuance() {
+    let ca = Ca::start(Ca::init("restart"));
+    let node = enrolled(&ca, "n1").await;
+    ca.cli(&[
+        "ca",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/svc/web",
+        "--parent",
+        "n1",
+        "--selector",
+        "unix:uid:1000",
+    ]);
+    let used = ca.cli(&["ca", "token", "create", "--node", "n9"]);
+    let (_, n9) = csr("spiffe://example.org/node/n9");
+    ca.anonymous().enroll(&used, &n9, None).await.unwrap();
+    let bundle_before = ca.bundle();
+
+    // A burst of issuance from 4 keep-alive clients, killed (-9) in the middle.
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut burst = Vec::new();
+    for _ in 0..4 {
+        let client = node.client_for(&ca.addr, &bundle_before);
+        let issued = issued.clone();
+        burst.push(tokio::spawn(async move {
+            let (_, web) = csr("spiffe://example.org/svc/web");
+            for _ in 0..20_000 {
+                if client.workload(&web, None).await.is_err() {
+                    return;
+                }
+                issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    poll(Duration::from_secs(60), || {
+        (issued.load(std::sync::atomic::Ordering::SeqCst) >= 200).then_some(())
+    })
+    .expect("issuance burst makes progress");
+    let ca = ca.restart();
+    for b in burst {
+        b.await.unwrap();
+    }
+    let handed_out = issued.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Same roots; spent tokens stay spent; the node's old SVID renews; entries still apply.
+    assert_eq!(ca.bundle(), bundle_before);
+    let anon = ca.anonymous();
+    assert_eq!(
+        status(anon.enroll(&used, &n9, None).await.unwrap_err()).1,
+        "token_used"
+    );
+    let client = node.client_for(&ca.addr, &ca.bundle());
+    let (_, renew) = csr("spiffe://example.org/node/n1");
+    client
+        .renew(&renew, None)
+        .await
+        .expect("renewal after restart");
+    let (_, web) = csr("spiffe://example.org/svc/web");
+    client
+        .workload(&web, None)
+        .await
+        .expect("issuance after restart");
+
+    // Every SVID handed out before the kill has its audit line; no line is torn.
+    let audit = std::fs::read_to_string(ca.state().join("audit.log")).unwrap();
+    let mut logged = 0;
+    for line in audit.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("torn audit line {line:?}: {e}"));
+        if v["event"] == "issued" && v["op"] == "workload" {
+            logged += 1;
+        }
+    }
+    assert!(
+        logged > handed_out,
+        "{logged} workload issuances logged, {handed_out} handed out before the kill"
+    );
+}
+
+fn wait_for_bundle_roots(ca: &Ca, n: usize) {
+    poll(Duration::from_secs(10), || {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(write_bundle(ca))
+            .arg(format!("https://{}/v1/bundle", ca.addr))
+            .output()
+            .ok()?;
+        (pem::parse_many(&out.stdout).ok()?.len() == n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the API never served {n} roots"));
+}
+
+fn write_bundle(ca: &Ca) -> std::path::PathBuf {
+    let p = ca.dir.join("current-bundle.pem");
+    std::fs::write(&p, ca.bundle()).unwrap();
+    p
+}
+
+fn root_only(bundle_pem: &str, index: usize) -> String {
+    pem::encode(&pem::parse_many(bundle_pem).unwrap()[index])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_rotation_overlaps_old_and_new() {
+    let ca = Ca::start(Ca::init("roots"));
+    let node = enrolled(&ca, "n1").await.client_for(&ca.addr, &ca.bundle());
+    ca.cli(&[
+        "ca",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/svc/web",
+        "--parent",
+        "n1",
+        "--selector",
+        "unix:uid:1000",
+    ]);
+    let (_, web) = csr("spiffe://example.org/svc/web");
+    let old = node.workload(&web, None).await.unwrap();
+
+    let added = ca.cli(&["ca", "root", "add"]);
+    assert!(added.contains("added root g3"), "{added}");
+    wait_for_bundle_roots(&ca, 2);
+    ca.cli(&["ca", "root", "activate", "--generation", "3"]);
+    let bundle = ca.bundle();
+    let new_root = root_only(&bundle, 1);
+    // The server picks up the new intermediate; poll until an SVID chains to the new root.
+    let new = poll(Duration::from_secs(10), || {
+        let svid = futures_block(node.workload(&web, None)).ok()?;
+        openssl_verify(ca.dir.path(), &new_root, &svid.chain_pem)
+            .ok()
+            .map(|_| svid)
+    })
+    .expect("SVIDs chain to the new root after activation");
+    // During the overlap the full bundle accepts both sides; the new root alone only the new.
+    openssl_verify(ca.dir.path(), &bundle, &old.chain_pem)
+        .expect("old SVID verifies against the overlap bundle");
+    openssl_verify(ca.dir.path(), &bundle, &new.chain_pem)
+        .expect("new SVID verifies against the overlap bundle");
+    assert!(openssl_verify(ca.dir.path(), &new_root, &old.chain_pem).is_err());
+    // Retire the old root: the bundle shrinks to the new one.
+    ca.cli(&["ca", "root", "retire", "--generation", "1"]);
+    wait_for_bundle_roots(&ca, 1);
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
