@@ -1,10 +1,17 @@
 //! Command-line interface: one subcommand per component (see DESIGN.md, "The binary").
+//! Each subcommand lives in its own module under `cli/`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod ca;
+mod demo;
+mod dns;
+mod echo;
+mod edge;
+mod status;
 
 /// meshedge: a sidecar-free service-mesh edge.
 #[derive(Debug, Parser)]
@@ -18,44 +25,47 @@ pub struct Cli {
 enum Command {
     /// The embedded certificate authority.
     Ca(ca::CaArgs),
-    /// The embedded authoritative DNS-SD server (not built yet).
-    Dns(Unbuilt),
-    /// The node agent (not built yet).
-    Agent(Unbuilt),
-    /// An edge gateway (not built yet).
-    Edge(Unbuilt),
-    /// Sample mTLS workload (not built yet).
-    Echo(Unbuilt),
-    /// Fleet and cluster state (not built yet).
-    Status(Unbuilt),
-    /// Runbook diagnosis (not built yet).
-    Doctor(Unbuilt),
-    /// The whole mesh on loopback (not built yet).
-    Demo(Unbuilt),
+    /// The embedded authoritative DNS-SD server.
+    Dns(dns::DnsArgs),
+    /// The node agent.
+    Agent(agent::AgentArgs),
+    /// An edge gateway.
+    Edge(edge::EdgeArgs),
+    /// Sample mTLS workload.
+    Echo(echo::EchoArgs),
+    /// Fleet and cluster state as a table.
+    Status(status::StatusArgs),
+    /// Walk the gateway-failure runbook; non-zero exit on findings.
+    Doctor(status::StatusArgs),
+    /// The whole mesh on loopback.
+    Demo(demo::DemoArgs),
 }
 
 /// Arguments of a subcommand that does not exist yet: accepted, then refused.
 #[derive(Debug, clap::Args)]
-struct Unbuilt {
+pub struct Unbuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     rest: Vec<String>,
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let unbuilt = match cli.command {
-        Command::Ca(args) => return ca::run(args).await,
-        Command::Dns(_) => ("dns", 4),
-        Command::Agent(_) => ("agent", 6),
-        Command::Edge(_) => ("edge", 5),
-        Command::Echo(_) => ("echo", 6),
-        Command::Status(_) => ("status", 9),
-        Command::Doctor(_) => ("doctor", 9),
-        Command::Demo(_) => ("demo", 9),
-    };
+/// Says that `name` is not built yet (naming its issue) and returns exit status 2.
+pub fn not_built(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
     eprintln!(
-        "meshedge {}: not built yet (issue {}); see README.md, \"What works\"",
-        unbuilt.0, unbuilt.1
+        "meshedge {name}: not built yet (issue {issue}); see README.md, \"What works today\""
     );
     Ok(ExitCode::from(2))
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ca(args) => ca::run(args).await,
+        Command::Dns(args) => dns::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Edge(args) => edge::run(args).await,
+        Command::Echo(args) => echo::run(args).await,
+        Command::Status(args) => status::run(args, false).await,
+        Command::Doctor(args) => status::run(args, true).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
 }
