@@ -17,12 +17,17 @@ use meshedge_ca::policy::IssuancePolicy;
 use meshedge_ca::tls::certs_from_pem;
 use meshedge_ca::{Authority, TrustDomain};
 use rcgen::{CertificateParams, KeyPair, SanType};
-use ring::signature::{EcdsaKeyPair, KeyPair as _, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING};
+use ring::signature::{
+    EcdsaKeyPair, KeyPair as _, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1,
+    ECDSA_P256_SHA256_ASN1_SIGNING,
+};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn csr_pem(id: &str) -> String {
@@ -35,8 +40,18 @@ fn csr_pem(id: &str) -> String {
 fn core(n: usize) {
     let dir = std::env::temp_dir().join(format!("meshedge-ca-bench-{}", std::process::id()));
     let td = TrustDomain::parse("bench.test").expect("td");
-    let ca = Authority::new(Keyset::init(&dir, &td, IssuancePolicy::default(), OffsetDateTime::now_utc()).expect("init"));
-    let pems: Vec<String> = (0..256).map(|_| csr_pem("spiffe://bench.test/svc/load")).collect();
+    let ca = Authority::new(
+        Keyset::init(
+            &dir,
+            &td,
+            IssuancePolicy::default(),
+            OffsetDateTime::now_utc(),
+        )
+        .expect("init"),
+    );
+    let pems: Vec<String> = (0..256)
+        .map(|_| csr_pem("spiffe://bench.test/svc/load"))
+        .collect();
     let now = OffsetDateTime::now_utc();
 
     let t = Instant::now();
@@ -46,16 +61,23 @@ fn core(n: usize) {
     }
     let full = n as f64 / t.elapsed().as_secs_f64();
 
-    let parsed: Vec<ValidatedCsr> = pems.iter().map(|p| ValidatedCsr::parse(p.as_bytes(), &td).expect("csr")).collect();
+    let parsed: Vec<ValidatedCsr> = pems
+        .iter()
+        .map(|p| ValidatedCsr::parse(p.as_bytes(), &td).expect("csr"))
+        .collect();
     let t = Instant::now();
     for i in 0..n {
-        std::hint::black_box(ca.sign(&parsed[i % parsed.len()], &[], None, now).expect("sign"));
+        std::hint::black_box(
+            ca.sign(&parsed[i % parsed.len()], &[], None, now)
+                .expect("sign"),
+        );
     }
     let sign_only = n as f64 / t.elapsed().as_secs_f64();
 
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
-    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("key");
+    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("key");
     let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, kp.public_key().as_ref().to_vec());
     let msg = [7u8; 300];
     let t = Instant::now();
@@ -74,7 +96,8 @@ fn core(n: usize) {
 
 async fn api(args: &[String]) {
     let addr = arg(args, "--ca-addr").expect("--ca-addr");
-    let bundle_pem = std::fs::read_to_string(arg(args, "--bundle").expect("--bundle")).expect("bundle file");
+    let bundle_pem =
+        std::fs::read_to_string(arg(args, "--bundle").expect("--bundle")).expect("bundle file");
     let token = arg(args, "--token").expect("--token");
     let node = arg(args, "--node").unwrap_or_else(|| "bench".into());
     let id = arg(args, "--spiffe-id").expect("--spiffe-id");
@@ -85,8 +108,17 @@ async fn api(args: &[String]) {
 
     let node_key = KeyPair::generate().expect("key");
     let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::URI(format!("spiffe://{}/node/{node}", id.split('/').nth(2).expect("td")).as_str().try_into().expect("ia5"))];
-    let node_csr = p.serialize_request(&node_key).expect("csr").pem().expect("pem");
+    p.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{}/node/{node}", id.split('/').nth(2).expect("td"))
+            .as_str()
+            .try_into()
+            .expect("ia5"),
+    )];
+    let node_csr = p
+        .serialize_request(&node_key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
     let anon = CaClient::new(vec![addr.clone()], &bundle, None).expect("client");
     let node_svid = anon.enroll(&token, &node_csr, None).await.expect("enroll");
     let chain = certs_from_pem(&node_svid.chain_pem).expect("chain");
@@ -99,7 +131,10 @@ async fn api(args: &[String]) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let identity = (chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der())));
+        let identity = (
+            chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der())),
+        );
         let client = CaClient::new(vec![addr.clone()], &bundle, Some(identity)).expect("client");
         let (pems, done, failed) = (pems.clone(), done.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
@@ -129,9 +164,15 @@ async fn api(args: &[String]) {
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     let n = done.load(Ordering::Relaxed);
-    println!("api: {clients} keep-alive mTLS clients, {n} SVIDs in {secs:.1}s, {} failed", failed.load(Ordering::Relaxed));
+    println!(
+        "api: {clients} keep-alive mTLS clients, {n} SVIDs in {secs:.1}s, {} failed",
+        failed.load(Ordering::Relaxed)
+    );
     println!("  throughput: {:.0} SVIDs/s", n as f64 / secs);
     println!("  latency ms: p50 {:.2}  p99 {:.2}", pct(0.5), pct(0.99));
 }
