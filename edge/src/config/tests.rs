@@ -1,0 +1,211 @@
+use super::*;
+
+const BASE: &str = r#"
+[listener]
+address = "127.0.0.1:8443"
+[[listener.certificates]]
+cert = "edge.crt"
+key = "edge.key"
+
+[identity]
+cert = "svid.crt"
+key = "svid.key"
+bundle = "bundle.pem"
+
+[clusters.payments]
+endpoints = ["10.0.0.1:8443", { address = "10.0.0.2:8443", zone = "b", weight = 3, priority = 1 }]
+allowed_ids = ["spiffe://example.org/svc/payments"]
+
+[clusters.canary]
+endpoints = ["10.0.0.3:8443"]
+allowed_id_prefixes = ["spiffe://example.org/svc/"]
+protocol = "http2"
+
+[[routes]]
+name = "pay"
+match = { hosts = ["api.example.org"], path_prefix = "/pay", methods = ["get", "POST"], headers = { x-env = "prod" } }
+split = [{ cluster = "payments", weight = 9 }, { cluster = "canary", weight = 1 }]
+strip_prefix = true
+timeout = "2s"
+
+[[routes]]
+cluster = "payments"
+"#;
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("/etc/meshedge/edge.toml"), FileCheck::Skip)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match check(text) {
+        Ok(_) => vec![],
+        Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn base_config_is_typed() {
+    let c = check(BASE).unwrap();
+    assert_eq!(c.listener.address, "127.0.0.1:8443".parse().unwrap());
+    assert!(c.listener.http3);
+    assert_eq!(c.admin.address, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.identity.key, PathBuf::from("/etc/meshedge/svid.key"));
+    let EndpointsConfig::Static(eps) = &c.clusters["payments"].endpoints else {
+        panic!("static")
+    };
+    assert_eq!(eps[1].zone.as_deref(), Some("b"));
+    assert_eq!((eps[0].weight, eps[1].weight, eps[1].priority), (1, 3, 1));
+    assert_eq!(c.clusters["canary"].protocol, UpstreamProtocol::Http2);
+    let r = &c.routes.routes()[0];
+    assert_eq!(r.name, "pay");
+    assert_eq!(r.timeout, Some(Duration::from_secs(2)));
+    assert_eq!(
+        r.matcher.methods,
+        vec![http::Method::GET, http::Method::POST]
+    );
+    assert_eq!(c.routes.routes()[1].name, "route1");
+    assert_eq!(c.access_log, AccessLogConfig::Stderr);
+}
+
+#[test]
+fn value_errors_name_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#""10.0.0.1:8443", { address"#,
+            r#""x", { address"#,
+            r#"clusters.payments.endpoints[0]: invalid address "x""#,
+        ),
+        (
+            r#"address = "127.0.0.1:8443""#,
+            r#"address = "nope""#,
+            r#"listener.address: invalid address "nope""#,
+        ),
+        (
+            r#"timeout = "2s""#,
+            r#"timeout = "2 parsecs""#,
+            "routes[0].timeout: invalid duration",
+        ),
+        (
+            "\ncluster = \"payments\"",
+            "\ncluster = \"nope\"",
+            r#"routes[1].cluster: unknown cluster "nope""#,
+        ),
+        (
+            r#"cluster = "canary", weight"#,
+            r#"cluster = "gone", weight"#,
+            r#"routes[0].split[1].cluster: unknown cluster "gone""#,
+        ),
+        (
+            r#"protocol = "http2""#,
+            r#"protocol = "h9""#,
+            r#"clusters.canary.protocol: unknown protocol "h9""#,
+        ),
+        (
+            r#"["spiffe://example.org/svc/payments"]"#,
+            r#"["https://x"]"#,
+            "clusters.payments.allowed_ids[0]:",
+        ),
+        (
+            r#"hosts = ["api.example.org"]"#,
+            r#"hosts = ["bad host"]"#,
+            "routes[0].match.hosts[0]: invalid host pattern",
+        ),
+        (
+            r#"methods = ["get", "POST"]"#,
+            r#"methods = ["G T"]"#,
+            "routes[0].match.methods[0]: invalid method",
+        ),
+        (
+            r#"path_prefix = "/pay""#,
+            r#"path_prefix = "pay""#,
+            "routes[0].match.path_prefix: must start with '/'",
+        ),
+        (
+            r#"strip_prefix = true"#,
+            r#"strip_prefix = true
+rewrite_prefix = "/x""#,
+            "routes[0]: set strip_prefix or rewrite_prefix, not both",
+        ),
+        (
+            r#"allowed_id_prefixes = ["spiffe://example.org/svc/"]"#,
+            "",
+            "clusters.canary: set allowed_ids or allowed_id_prefixes",
+        ),
+        (
+            r#"endpoints = ["10.0.0.3:8443"]"#,
+            "",
+            "clusters.canary.endpoints: no endpoints",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(BASE.contains(from), "{from} not in BASE");
+        let text = BASE.replacen(from, to, 1);
+        let got = problems(&text);
+        assert!(
+            got.iter().any(|p| p.starts_with(want)),
+            "want {want:?}, got {got:?}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = BASE.replace(r#""10.0.0.1:8443""#, r#""a""#).replace(
+        r#"cluster = "payments"
+"#,
+        "cluster = \"zzz\"\n",
+    );
+    let got = problems(&text);
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[test]
+fn syntax_errors_name_key_and_line() {
+    let text = BASE.replace("protocol = \"http2\"", "protocol = \"http2\"\nprotocl = 1");
+    let err = check(&text).unwrap_err();
+    let ConfigError::Syntax {
+        key, line, message, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "clusters.canary.protocl");
+    assert!(message.contains("unknown field `protocl`"), "{message}");
+    assert_eq!(
+        *line,
+        BASE.lines().position(|l| l.contains("http2")).unwrap() + 2
+    );
+    let err = check("[listener\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    let err = check(&BASE.replace("weight = 3,", "weight = 3, wieght = 1,")).unwrap_err();
+    assert!(
+        err.to_string().contains("clusters.payments.endpoints[1]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_files_are_problems() {
+    let err = parse(BASE, Path::new("/nonexistent/edge.toml"), FileCheck::Exist).unwrap_err();
+    let got: Vec<String> = err.problems().iter().map(|p| p.key.clone()).collect();
+    for key in [
+        "listener.certificates[0].cert",
+        "listener.certificates[0].key",
+        "identity.cert",
+        "identity.key",
+        "identity.bundle",
+    ] {
+        assert!(got.contains(&key.to_owned()), "{key} missing from {got:?}");
+    }
+}
+
+#[test]
+fn redaction_hides_key_paths() {
+    let c = check(BASE).unwrap();
+    let json = redacted_json(&c).to_string();
+    assert!(
+        !json.contains("svid.key") && !json.contains("edge.key"),
+        "{json}"
+    );
+    assert!(json.contains("svid.crt"));
+}
