@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
-mod ca;
+pub mod ca;
 mod demo;
 mod dns;
 mod echo;
