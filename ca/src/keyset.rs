@@ -65,6 +65,17 @@ pub enum KeysetError {
         /// The generation.
         generation: u64,
     },
+    /// The shared key store is unreachable or refused a query.
+    #[error("{target}: {detail}")]
+    Unavailable {
+        /// Which store.
+        target: String,
+        /// What happened.
+        detail: String,
+    },
+    /// A sealed key could not be opened.
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
@@ -86,6 +97,70 @@ pub struct Manifest {
     pub intermediate: u64,
     /// The next unused generation number.
     pub next_generation: u64,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest; `origin` names its file or row in errors.
+    pub fn parse(raw: &[u8], origin: &Path) -> Result<Self, KeysetError> {
+        let corrupt = |detail: String| KeysetError::Corrupt {
+            path: origin.to_owned(),
+            detail,
+        };
+        let m: Manifest = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
+        TrustDomain::parse(&m.trust_domain).map_err(|e| corrupt(e.to_string()))?;
+        if !m.roots.contains(&m.active_root) {
+            return Err(corrupt(format!(
+                "active root g{} is not in roots",
+                m.active_root
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Lists a new root `g` in the bundle and consumes its generation number.
+    pub fn push_root(&mut self, g: u64) {
+        self.roots.push(g);
+        self.next_generation = self.next_generation.max(g + 1);
+    }
+
+    /// Makes `g` the active root (the caller then issues an intermediate under it).
+    pub fn activate_root(&mut self, g: u64, origin: &Path) -> Result<(), KeysetError> {
+        if !self.roots.contains(&g) {
+            return Err(KeysetError::UnknownRoot {
+                generation: g,
+                path: origin.to_owned(),
+            });
+        }
+        self.active_root = g;
+        Ok(())
+    }
+
+    /// Removes root `g` from the bundle; the active root cannot be retired.
+    pub fn retire_root(&mut self, g: u64, origin: &Path) -> Result<(), KeysetError> {
+        if self.active_root == g {
+            return Err(KeysetError::RetireActive { generation: g });
+        }
+        let before = self.roots.len();
+        self.roots.retain(|&r| r != g);
+        if self.roots.len() == before {
+            return Err(KeysetError::UnknownRoot {
+                generation: g,
+                path: origin.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records intermediate `g` as the signing one and consumes its generation number.
+    pub fn set_intermediate(&mut self, g: u64) {
+        self.intermediate = g;
+        self.next_generation = self.next_generation.max(g + 1);
+    }
+
+    /// The manifest as stored.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("manifest serializes")
+    }
 }
 
 /// A CA certificate with its key.
@@ -165,10 +240,8 @@ impl Keyset {
                 path: manifest_path,
             });
         }
-        let root_params = pki::root_params(td, 1, now, secs(policy.root_ttl_secs));
-        let root_key = pki::new_ca_key();
-        let root_cert = root_params.self_signed(&root_key)?;
-        write_pair(dir, "root", 1, root_cert.der(), &root_key)?;
+        let root = generate_root(td, 1, &policy, now)?;
+        write_pair(dir, "root", &root)?;
         let manifest = Manifest {
             trust_domain: td.to_string(),
             policy,
@@ -181,32 +254,32 @@ impl Keyset {
         Self::load(dir)
     }
 
-    /// Loads and cross-checks the key material; any problem names the file.
+    /// Loads and cross-checks the key material of a state dir; any problem names the file.
     pub fn load(dir: &Path) -> Result<Self, KeysetError> {
         let manifest_path = dir.join(MANIFEST);
         let raw = std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&raw).map_err(|e| KeysetError::Corrupt {
-                path: manifest_path.clone(),
-                detail: e.to_string(),
-            })?;
-        let trust_domain =
-            TrustDomain::parse(&manifest.trust_domain).map_err(|e| KeysetError::Corrupt {
-                path: manifest_path.clone(),
-                detail: e.to_string(),
-            })?;
-        if !manifest.roots.contains(&manifest.active_root) {
-            return Err(KeysetError::Corrupt {
-                path: manifest_path,
-                detail: format!("active root g{} is not in roots", manifest.active_root),
-            });
-        }
+        let manifest = Manifest::parse(&raw, &manifest_path)?;
         let roots = manifest
             .roots
             .iter()
             .map(|&g| read_pair(dir, "root", g))
             .collect::<Result<Vec<_>, _>>()?;
         let intermediate = read_pair(dir, "intermediate", manifest.intermediate)?;
+        Self::assemble(manifest, roots, intermediate, &manifest_path)
+    }
+
+    /// Builds a keyset from a checked manifest and the CA certificates it names.
+    pub fn assemble(
+        manifest: Manifest,
+        roots: Vec<CaCert>,
+        intermediate: CaCert,
+        origin: &Path,
+    ) -> Result<Self, KeysetError> {
+        let trust_domain =
+            TrustDomain::parse(&manifest.trust_domain).map_err(|e| KeysetError::Corrupt {
+                path: origin.to_owned(),
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             manifest,
             trust_domain,
@@ -218,6 +291,15 @@ impl Keyset {
     /// The trust bundle: every root, PEM, oldest first.
     pub fn bundle_pem(&self) -> String {
         self.roots.iter().map(|r| der_to_pem(&r.der)).collect()
+    }
+
+    /// True when policy says the intermediate must be replaced at `now`.
+    pub fn intermediate_is_due(&self, now: OffsetDateTime) -> bool {
+        self.manifest.policy.intermediate_needs_rotation(
+            self.intermediate.not_before,
+            self.intermediate.not_after,
+            now,
+        )
     }
 
     /// The active root.
@@ -243,12 +325,8 @@ pub fn add_root(dir: &Path, now: OffsetDateTime) -> Result<u64, KeysetError> {
     let mut current = Keyset::load(dir)?.manifest;
     let g = current.next_generation;
     let td = TrustDomain::parse(&current.trust_domain).expect("load() validated it");
-    let key = pki::new_ca_key();
-    let cert =
-        pki::root_params(&td, g, now, secs(current.policy.root_ttl_secs)).self_signed(&key)?;
-    write_pair(dir, "root", g, cert.der(), &key)?;
-    current.roots.push(g);
-    current.next_generation += 1;
+    write_pair(dir, "root", &generate_root(&td, g, &current.policy, now)?)?;
+    current.push_root(g);
     write_manifest(dir, &current)?;
     Ok(g)
 }
@@ -257,13 +335,7 @@ pub fn add_root(dir: &Path, now: OffsetDateTime) -> Result<u64, KeysetError> {
 pub fn activate_root(dir: &Path, generation: u64, now: OffsetDateTime) -> Result<(), KeysetError> {
     let _lock = StateLock::acquire(dir)?;
     let mut current = Keyset::load(dir)?.manifest;
-    if !current.roots.contains(&generation) {
-        return Err(KeysetError::UnknownRoot {
-            generation,
-            path: dir.join(MANIFEST),
-        });
-    }
-    current.active_root = generation;
+    current.activate_root(generation, &dir.join(MANIFEST))?;
     new_intermediate(dir, current, now)?;
     Ok(())
 }
@@ -272,18 +344,49 @@ pub fn activate_root(dir: &Path, generation: u64, now: OffsetDateTime) -> Result
 pub fn retire_root(dir: &Path, generation: u64) -> Result<(), KeysetError> {
     let _lock = StateLock::acquire(dir)?;
     let mut current = Keyset::load(dir)?.manifest;
-    if current.active_root == generation {
-        return Err(KeysetError::RetireActive { generation });
-    }
-    let before = current.roots.len();
-    current.roots.retain(|&g| g != generation);
-    if current.roots.len() == before {
-        return Err(KeysetError::UnknownRoot {
-            generation,
-            path: dir.join(MANIFEST),
-        });
-    }
+    current.retire_root(generation, &dir.join(MANIFEST))?;
     write_manifest(dir, &current)
+}
+
+/// A new self-signed root of generation `g`.
+pub fn generate_root(
+    td: &TrustDomain,
+    g: u64,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<CaCert, KeysetError> {
+    let key = pki::new_ca_key();
+    let cert = pki::root_params(td, g, now, secs(policy.root_ttl_secs)).self_signed(&key)?;
+    let origin = PathBuf::from(format!("root-{g}"));
+    CaCert::from_pems(
+        g,
+        &der_to_pem(cert.der()),
+        &key.serialize_pem(),
+        &origin,
+        &origin,
+    )
+}
+
+/// A new intermediate of generation `g` signed by `root`, valid for the policy's
+/// intermediate lifetime but never past the root.
+pub fn generate_intermediate(
+    td: &TrustDomain,
+    g: u64,
+    root: &CaCert,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<CaCert, KeysetError> {
+    let not_after = (now + secs(policy.intermediate_ttl_secs)).min(root.not_after);
+    let key = pki::new_ca_key();
+    let cert = pki::intermediate_params(td, g, now, not_after).signed_by(&key, &root.issuer)?;
+    let origin = PathBuf::from(format!("intermediate-{g}"));
+    CaCert::from_pems(
+        g,
+        &der_to_pem(cert.der()),
+        &key.serialize_pem(),
+        &origin,
+        &origin,
+    )
 }
 
 fn secs(s: u64) -> Duration {
@@ -301,64 +404,82 @@ fn new_intermediate(
     })?;
     let root = read_pair(dir, "root", manifest.active_root)?;
     let g = manifest.next_generation;
-    let not_after = (now + secs(manifest.policy.intermediate_ttl_secs)).min(root.not_after);
-    let key = pki::new_ca_key();
-    let cert = pki::intermediate_params(&td, g, now, not_after).signed_by(&key, &root.issuer)?;
-    write_pair(dir, "intermediate", g, cert.der(), &key)?;
-    manifest.intermediate = g;
-    manifest.next_generation += 1;
+    let inter = generate_intermediate(&td, g, &root, &manifest.policy, now)?;
+    write_pair(dir, "intermediate", &inter)?;
+    manifest.set_intermediate(g);
     write_manifest(dir, &manifest)?;
     Ok(manifest)
 }
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), KeysetError> {
     let path = dir.join(MANIFEST);
-    let json = serde_json::to_vec_pretty(m).expect("manifest serializes");
-    write_atomic(&path, &json, 0o644).map_err(io_err(&path))
+    write_atomic(&path, &m.to_json(), 0o644).map_err(io_err(&path))
 }
 
-fn write_pair(
-    dir: &Path,
-    kind: &str,
-    g: u64,
-    der: &CertificateDer<'_>,
-    key: &KeyPair,
-) -> Result<(), KeysetError> {
-    let kp = key_path(dir, kind, g);
-    write_atomic(&kp, key.serialize_pem().as_bytes(), 0o600).map_err(io_err(&kp))?;
-    let cp = cert_path(dir, kind, g);
-    write_atomic(&cp, der_to_pem(der).as_bytes(), 0o644).map_err(io_err(&cp))
+fn write_pair(dir: &Path, kind: &str, ca: &CaCert) -> Result<(), KeysetError> {
+    let kp = key_path(dir, kind, ca.generation);
+    write_atomic(&kp, ca.key_pem().as_bytes(), 0o600).map_err(io_err(&kp))?;
+    let cp = cert_path(dir, kind, ca.generation);
+    write_atomic(&cp, ca.cert_pem().as_bytes(), 0o644).map_err(io_err(&cp))
 }
 
 fn read_pair(dir: &Path, kind: &str, g: u64) -> Result<CaCert, KeysetError> {
     let cp = cert_path(dir, kind, g);
     let kp = key_path(dir, kind, g);
-    let corrupt = |path: &Path, detail: String| KeysetError::Corrupt {
-        path: path.to_owned(),
-        detail,
-    };
     let cert_pem = std::fs::read_to_string(&cp).map_err(io_err(&cp))?;
     let key_pem = std::fs::read_to_string(&kp).map_err(io_err(&kp))?;
-    let der: CertificateDer<'static> = pem::parse(&cert_pem)
-        .map_err(|e| corrupt(&cp, e.to_string()))?
-        .into_contents()
-        .into();
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| corrupt(&cp, e.to_string()))?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(&kp, e.to_string()))?;
-    if x509.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
-        return Err(corrupt(&kp, format!("key does not match {}", cp.display())));
+    CaCert::from_pems(g, &cert_pem, &key_pem, &cp, &kp)
+}
+
+impl CaCert {
+    /// Parses a CA certificate and its key (PEM) and checks that they match. `cert_origin`
+    /// and `key_origin` name where they came from (file, database row) in errors.
+    pub fn from_pems(
+        generation: u64,
+        cert_pem: &str,
+        key_pem: &str,
+        cert_origin: &Path,
+        key_origin: &Path,
+    ) -> Result<Self, KeysetError> {
+        let corrupt = |path: &Path, detail: String| KeysetError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let der: CertificateDer<'static> = pem::parse(cert_pem)
+            .map_err(|e| corrupt(cert_origin, e.to_string()))?
+            .into_contents()
+            .into();
+        let (_, x509) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| corrupt(cert_origin, e.to_string()))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| corrupt(key_origin, e.to_string()))?;
+        if x509.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+            return Err(corrupt(
+                key_origin,
+                format!("key does not match {}", cert_origin.display()),
+            ));
+        }
+        let not_before = x509.validity().not_before.to_datetime();
+        let not_after = x509.validity().not_after.to_datetime();
+        let issuer =
+            Issuer::from_ca_cert_der(&der, key).map_err(|e| corrupt(cert_origin, e.to_string()))?;
+        Ok(Self {
+            generation,
+            der,
+            not_after,
+            not_before,
+            issuer,
+        })
     }
-    let not_before = x509.validity().not_before.to_datetime();
-    let not_after = x509.validity().not_after.to_datetime();
-    let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| corrupt(&cp, e.to_string()))?;
-    Ok(CaCert {
-        generation: g,
-        der,
-        not_after,
-        not_before,
-        issuer,
-    })
+
+    /// The certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        der_to_pem(&self.der)
+    }
+
+    /// The private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
 }
 
 /// PEM-encodes one DER certificate.

@@ -10,13 +10,16 @@
 pub mod api;
 pub mod audit;
 pub mod authority;
+pub mod backend;
 pub mod client;
 pub mod csr;
 pub mod fsutil;
 pub mod keyset;
+pub mod keystore;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod seal;
 pub mod server;
 pub mod spiffe;
 pub mod store;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,10 +21,12 @@ use tracing::Instrument;
 
 use crate::api::{self, ApiError};
 use crate::audit::AuditLog;
-use crate::keyset::{self, Keyset, MANIFEST};
+use crate::backend::{self, Backend, BackendError};
+use crate::keyset;
+use crate::keystore::KeyStore;
 use crate::metrics as m;
 use crate::pki;
-use crate::store::{CaStore, SqliteStore};
+use crate::store::CaStore;
 use crate::svid::spiffe_id_of;
 use crate::Authority;
 
@@ -43,7 +45,7 @@ pub enum ServeError {
     Keyset(#[from] keyset::KeysetError),
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Backend(#[from] BackendError),
     /// A socket or file failed.
     #[error("{what}: {source}")]
     Io {
@@ -60,10 +62,11 @@ pub enum ServeError {
 
 /// Shared state of a running CA server.
 pub struct Ctx {
-    state_dir: PathBuf,
     authority: RwLock<Arc<Authority>>,
     tls: RwLock<Arc<rustls::ServerConfig>>,
     store: Arc<dyn CaStore>,
+    keys: Arc<dyn KeyStore>,
+    backend: String,
     audit: AuditLog,
     extra_names: Vec<String>,
     metrics: Option<MetricsRender>,
@@ -94,8 +97,13 @@ impl CaServer {
         extra_names: Vec<String>,
         metrics: Option<MetricsRender>,
     ) -> Result<Self, ServeError> {
-        let keyset = Keyset::load(&state_dir)?;
-        let store: Arc<dyn CaStore> = Arc::new(SqliteStore::open(&state_dir)?);
+        let Backend {
+            records: store,
+            keys,
+            description: backend,
+            ..
+        } = backend::open(&state_dir).await?;
+        let keyset = keys.load().await?;
         let audit = AuditLog::open(&state_dir).map_err(|source| ServeError::Io {
             what: state_dir.join("audit.log").display().to_string(),
             source,
@@ -115,10 +123,11 @@ impl CaServer {
         let authority = Arc::new(Authority::new(keyset));
         let tls = Arc::new(tls_config(&authority, &names)?);
         let ctx = Arc::new(Ctx {
-            state_dir,
             authority: RwLock::new(authority),
             tls: RwLock::new(tls),
             store,
+            keys,
+            backend,
             audit,
             extra_names: names,
             metrics,
@@ -135,7 +144,7 @@ impl CaServer {
 
     /// Serves until the task is dropped.
     pub async fn run(self) {
-        tracing::info!(addr = %self.local_addr(), "ca api listening on {}", self.local_addr());
+        tracing::info!(addr = %self.local_addr(), store = %self.ctx.backend, "ca api listening on {}", self.local_addr());
         tokio::spawn(reload_loop(self.ctx.clone()));
         loop {
             let (tcp, remote) = match self.listener.accept().await {
@@ -250,6 +259,18 @@ async fn route(ctx: &Ctx, caller: &Caller, req: Request<Incoming>) -> Response<B
             ctx.authority().bundle_pem().to_owned(),
         ),
         (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, "/healthz/ready") => match ctx.store.ping().await {
+            Ok(()) => reply(
+                StatusCode::OK,
+                "text/plain",
+                format!("ready ({})\n", ctx.backend),
+            ),
+            Err(e) => error(&ApiError {
+                status: 503,
+                code: "store_unavailable".into(),
+                message: format!("ca store unavailable: {e}"),
+            }),
+        },
         (Method::GET, "/metrics") => match &ctx.metrics {
             Some(render) => reply(StatusCode::OK, "text/plain; version=0.0.4", render()),
             None => reply(StatusCode::NOT_FOUND, "text/plain", "metrics not enabled\n"),
@@ -349,17 +370,11 @@ fn tls_config(auth: &Authority, names: &[String]) -> Result<rustls::ServerConfig
     Ok(cfg)
 }
 
-fn manifest_mtime(ctx: &Ctx) -> Option<SystemTime> {
-    std::fs::metadata(ctx.state_dir.join(MANIFEST))
-        .and_then(|m| m.modified())
-        .ok()
-}
-
-/// Every second: reload the key material when `ca.json` changed (root rotation by the CLI,
-/// or another process), rotate the intermediate when policy says so, and refresh the
-/// serving certificate at half of its life.
+/// Every second: reload the key material when the store's version changed (root rotation
+/// by the CLI, or another replica), rotate the intermediate when policy says so, and
+/// refresh the serving certificate at half of its life.
 async fn reload_loop(ctx: Arc<Ctx>) {
-    let mut seen = manifest_mtime(&ctx);
+    let mut seen = ctx.keys.version().await.ok();
     let mut cert_refresh_at = tokio::time::Instant::now() + Duration::from_secs(12 * 3600);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -369,36 +384,32 @@ async fn reload_loop(ctx: Arc<Ctx>) {
         let now = OffsetDateTime::now_utc();
         ::metrics::gauge!(m::INTERMEDIATE_EXPIRY_SECONDS)
             .set((ks.intermediate.not_after - now).as_seconds_f64());
-        let mut changed = manifest_mtime(&ctx) != seen;
-        if ks.manifest.policy.intermediate_needs_rotation(
-            ks.intermediate.not_before,
-            ks.intermediate.not_after,
-            now,
-        ) {
-            let dir = ctx.state_dir.clone();
-            match tokio::task::spawn_blocking(move || keyset::rotate_intermediate(&dir, now)).await
-            {
-                Ok(Ok(k)) => {
+        if ks.intermediate_is_due(now) {
+            match ctx.keys.rotate_intermediate(now, false).await {
+                Ok(true) => {
                     ::metrics::counter!(m::INTERMEDIATE_ROTATIONS_TOTAL).increment(1);
-                    tracing::info!(generation = k.intermediate.generation, not_after = %k.intermediate.not_after, "rotated intermediate");
-                    changed = true;
+                    tracing::info!("rotated the intermediate");
                 }
-                Ok(Err(err)) => tracing::error!(%err, "intermediate rotation failed"),
-                Err(err) => tracing::error!(%err, "intermediate rotation task failed"),
+                Ok(false) => {}
+                Err(err) => tracing::error!(%err, "intermediate rotation failed"),
             }
         }
-        if !changed && tokio::time::Instant::now() < cert_refresh_at {
+        let version = match ctx.keys.version().await {
+            Ok(v) => Some(v),
+            Err(err) => {
+                tracing::warn!(%err, "key store unreachable; keeping the loaded key material");
+                continue;
+            }
+        };
+        if version == seen && tokio::time::Instant::now() < cert_refresh_at {
             continue;
         }
-        seen = manifest_mtime(&ctx);
-        let dir = ctx.state_dir.clone();
-        let loaded = match tokio::task::spawn_blocking(move || Keyset::load(&dir)).await {
-            Ok(Ok(k)) => Arc::new(Authority::new(k)),
-            Ok(Err(err)) => {
+        let loaded = match ctx.keys.load().await {
+            Ok(k) => Arc::new(Authority::new(k)),
+            Err(err) => {
                 tracing::error!(%err, "reloading key material failed; keeping the loaded one");
                 continue;
             }
-            Err(_) => continue,
         };
         match tls_config(&loaded, &ctx.extra_names) {
             Ok(cfg) => {
@@ -409,6 +420,7 @@ async fn reload_loop(ctx: Arc<Ctx>) {
                 );
                 *ctx.authority.write().expect("authority lock") = loaded;
                 *ctx.tls.write().expect("tls lock") = Arc::new(cfg);
+                seen = version;
                 cert_refresh_at = tokio::time::Instant::now() + Duration::from_secs(12 * 3600);
             }
             Err(err) => tracing::error!(%err, "tls config rebuild failed"),

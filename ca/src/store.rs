@@ -6,8 +6,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A failure of the store itself (not a policy decision).
@@ -21,6 +23,15 @@ pub enum StoreError {
         /// The cause.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The PostgreSQL store failed (connection lost, query refused).
+    #[error("postgres {target}: {source}")]
+    Postgres {
+        /// Host, port and database (never the password).
+        target: String,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
     },
     /// A record with the same key exists.
     #[error("{what} already exists")]
@@ -104,6 +115,8 @@ pub trait CaStore: Send + Sync + 'static {
     async fn entries(&self, node: Option<&str>) -> Result<Vec<RegistrationEntry>, StoreError>;
     /// Deletes an entry; true when it existed.
     async fn delete_entry(&self, id: &str) -> Result<bool, StoreError>;
+    /// Checks that the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
     /// Bans a node.
     async fn ban(&self, ban: &Ban) -> Result<(), StoreError>;
     /// Lifts a ban; true when there was one.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use meshedge_ca::keyset::{self, Keyset};
+use meshedge_ca::backend::{self, PostgresConfig, StoreConfig};
+use meshedge_ca::keyset::Keyset;
 use meshedge_ca::policy::IssuancePolicy;
+use meshedge_ca::seal::Kek;
 use meshedge_ca::server::CaServer;
-use meshedge_ca::store::{
-    token_hash, Ban, CaStore, JoinTokenRecord, RegistrationEntry, SqliteStore,
-};
+use meshedge_ca::store::{token_hash, Ban, JoinTokenRecord, RegistrationEntry, SqliteStore};
 use meshedge_ca::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
@@ -48,6 +48,14 @@ enum CaCommand {
         /// Lifetime of a root.
         #[arg(long, default_value = "3650d", value_parser = parse_duration)]
         root_ttl: Duration,
+        /// Keep the CA in PostgreSQL (shared by replicas) instead of the state dir. A
+        /// second replica runs the same command with its own state dir: it joins the CA
+        /// already in the database.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Key-encryption key file for `--postgres` (created when missing).
+        #[arg(long, requires = "postgres")]
+        kek_file: Option<PathBuf>,
     },
     /// Serve the HTTPS API.
     Serve {
@@ -183,6 +191,8 @@ pub async fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
             max_ttl,
             intermediate_ttl,
             root_ttl,
+            postgres,
+            kek_file,
         } => {
             let td = TrustDomain::parse(&trust_domain)?;
             let policy = IssuancePolicy {
@@ -193,15 +203,20 @@ pub async fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
                 root_ttl_secs: root_ttl.as_secs(),
             };
             policy.validate()?;
-            let ks = Keyset::init(&state_dir, &td, policy, now)?;
-            SqliteStore::open(&state_dir)?;
-            println!(
-                "initialised CA for {td} in {}: root g{}, intermediate g{} (expires {})",
-                state_dir.display(),
-                ks.manifest.active_root,
-                ks.intermediate.generation,
-                ks.intermediate.not_after
-            );
+            match postgres {
+                None => {
+                    let ks = Keyset::init(&state_dir, &td, policy, now)?;
+                    SqliteStore::open(&state_dir)?;
+                    println!(
+                        "initialised CA for {td} in {}: root g{}, intermediate g{} (expires {})",
+                        state_dir.display(),
+                        ks.manifest.active_root,
+                        ks.intermediate.generation,
+                        ks.intermediate.not_after
+                    );
+                }
+                Some(url) => init_postgres(&state_dir, &td, policy, url, kek_file, now).await?,
+            }
         }
         CaCommand::Serve {
             state_dir,
@@ -225,12 +240,12 @@ pub async fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
                     ttl,
                 },
         } => {
-            let ks = Keyset::load(&state_dir)?;
+            let ks = backend::open(&state_dir).await?.keys.load().await?;
             ks.trust_domain
                 .node_id(&node)
                 .with_context(|| format!("node name {node:?}"))?;
             let token = hex::encode(rand::random::<[u8; 24]>());
-            let store = SqliteStore::open(&state_dir)?;
+            let store = backend::open(&state_dir).await?.records;
             let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
             store
                 .insert_token(&JoinTokenRecord {
@@ -246,14 +261,24 @@ pub async fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
             println!("{token}");
         }
         CaCommand::Entry { command } => return entry(command).await,
-        CaCommand::Bundle { state_dir } => print!("{}", Keyset::load(&state_dir)?.bundle_pem()),
-        CaCommand::Root { command } => root(command, now)?,
+        CaCommand::Bundle { state_dir } => print!(
+            "{}",
+            backend::open(&state_dir)
+                .await?
+                .keys
+                .load()
+                .await?
+                .bundle_pem()
+        ),
+        CaCommand::Root { command } => root(command, now).await?,
         CaCommand::Ban {
             state_dir,
             node,
             reason,
         } => {
-            SqliteStore::open(&state_dir)?
+            backend::open(&state_dir)
+                .await?
+                .records
                 .ban(&Ban {
                     node: node.clone(),
                     reason,
@@ -263,7 +288,12 @@ pub async fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
             println!("node {node} banned");
         }
         CaCommand::Unban { state_dir, node } => {
-            if !SqliteStore::open(&state_dir)?.unban(&node).await? {
+            if !backend::open(&state_dir)
+                .await?
+                .records
+                .unban(&node)
+                .await?
+            {
                 bail!("node {node} was not banned");
             }
             println!("node {node} unbanned");
@@ -301,7 +331,8 @@ async fn entry(command: EntryCommand) -> anyhow::Result<ExitCode> {
             dns_names,
             ttl,
         } => {
-            let ks = Keyset::load(&state_dir)?;
+            let backend = backend::open(&state_dir).await?;
+            let ks = backend.keys.load().await?;
             let id = SpiffeId::parse(&spiffe_id)?;
             if !id.is_member_of(&ks.trust_domain) {
                 bail!("{id} is outside trust domain {}", ks.trust_domain);
@@ -327,17 +358,27 @@ async fn entry(command: EntryCommand) -> anyhow::Result<ExitCode> {
                 dns_names,
                 ttl_secs: ttl.map(|d| d.as_secs()),
             };
-            SqliteStore::open(&state_dir)?.insert_entry(&entry).await?;
+            backend.records.insert_entry(&entry).await?;
             eprintln!("registered {} under node {}", entry.spiffe_id, entry.parent);
             println!("{}", entry.id);
         }
         EntryCommand::List { state_dir } => {
-            for e in SqliteStore::open(&state_dir)?.entries(None).await? {
+            for e in backend::open(&state_dir)
+                .await?
+                .records
+                .entries(None)
+                .await?
+            {
                 println!("{}", serde_json::to_string(&e)?);
             }
         }
         EntryCommand::Delete { state_dir, id } => {
-            if !SqliteStore::open(&state_dir)?.delete_entry(&id).await? {
+            if !backend::open(&state_dir)
+                .await?
+                .records
+                .delete_entry(&id)
+                .await?
+            {
                 bail!("no entry with id {id}");
             }
             println!("deleted entry {id}");
@@ -346,28 +387,36 @@ async fn entry(command: EntryCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn root(command: RootCommand, now: OffsetDateTime) -> anyhow::Result<()> {
+async fn root(command: RootCommand, now: OffsetDateTime) -> anyhow::Result<()> {
     match command {
         RootCommand::Add { state_dir } => {
-            let g = keyset::add_root(&state_dir, now)?;
+            let g = backend::open(&state_dir).await?.keys.add_root(now).await?;
             println!("added root g{g} to the bundle; activate it with `meshedge ca root activate --generation {g}`");
         }
         RootCommand::Activate {
             state_dir,
             generation,
         } => {
-            keyset::activate_root(&state_dir, generation, now)?;
+            backend::open(&state_dir)
+                .await?
+                .keys
+                .activate_root(generation, now)
+                .await?;
             println!("root g{generation} now signs a new intermediate");
         }
         RootCommand::Retire {
             state_dir,
             generation,
         } => {
-            keyset::retire_root(&state_dir, generation)?;
+            backend::open(&state_dir)
+                .await?
+                .keys
+                .retire_root(generation)
+                .await?;
             println!("root g{generation} removed from the bundle");
         }
         RootCommand::List { state_dir } => {
-            let ks = Keyset::load(&state_dir)?;
+            let ks = backend::open(&state_dir).await?.keys.load().await?;
             for r in &ks.roots {
                 let active = if r.generation == ks.manifest.active_root {
                     " (active)"
@@ -381,6 +430,42 @@ fn root(command: RootCommand, now: OffsetDateTime) -> anyhow::Result<()> {
                 ks.intermediate.generation, ks.intermediate.not_after
             );
         }
+    }
+    Ok(())
+}
+
+/// `ca init --postgres`: writes `store.toml` and stores a new CA in the database, or joins
+/// the CA already there.
+async fn init_postgres(
+    state_dir: &std::path::Path,
+    td: &TrustDomain,
+    policy: IssuancePolicy,
+    url: String,
+    kek_file: Option<PathBuf>,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let kek_file = kek_file.context("--postgres needs --kek-file (created when missing)")?;
+    if !kek_file.exists() {
+        Kek::create_file(&kek_file)?;
+        eprintln!("created key-encryption key {}", kek_file.display());
+    }
+    meshedge_ca::fsutil::create_private_dir(state_dir)?;
+    let config = StoreConfig {
+        postgres: Some(PostgresConfig {
+            url,
+            kek_file: Some(std::fs::canonicalize(&kek_file)?),
+            kek_env: None,
+        }),
+    };
+    let path = state_dir.join(backend::STORE_TOML);
+    meshedge_ca::fsutil::write_atomic(&path, toml::to_string(&config)?.as_bytes(), 0o600)
+        .with_context(|| format!("{}", path.display()))?;
+    let opened = backend::open(state_dir).await?;
+    let pg = opened.postgres.expect("store.toml selects postgres");
+    if pg.init_keys(td, policy, now).await? {
+        println!("initialised CA for {td} in {}", opened.description);
+    } else {
+        println!("joined the CA for {td} in {}", opened.description);
     }
     Ok(())
 }

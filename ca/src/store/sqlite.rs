@@ -175,6 +175,10 @@ impl CaStore for SqliteStore {
         })
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
     async fn ban(&self, b: &Ban) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
