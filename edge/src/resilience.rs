@@ -22,15 +22,15 @@
 //!   behind `pick()` / `report()` / `snapshot()`.
 
 pub mod balance;
-// pub mod breaker;
+pub mod breaker;
 // pub mod cluster_state;
 pub mod config;
-// pub mod health;
-// pub mod metrics;
+pub mod health;
+pub mod metrics;
 pub mod outlier;
-// pub mod rate_limit;
-// pub mod retry;
-// pub mod timeout;
+pub mod rate_limit;
+pub mod retry;
+pub mod timeout;
 
 use std::fmt;
 use std::net::SocketAddr;
