@@ -1,0 +1,374 @@
+//! Virtual IP ownership: exactly one holder per address, chosen from the membership view
+//! and the gateways' readiness. Pure: the caller passes `now`, the view, and the messages
+//! it received, and sends what the methods return.
+//!
+//! # The rule (release before claim)
+//!
+//! Ownership is a lease granted by a quorum, in the spirit of PaxosLease:
+//!
+//! - `quorum` is a majority of the configured fleet size, not of the current view.
+//! - A holder sends a heartbeat `(vip, seq)` to every member every `renew_every`. A member
+//!   *acks* a heartbeat only if it sees no live lease of another node
+//!   (`now < lease_until + claim_margin`); when it acks, it records the sender's lease as
+//!   `lease_until = received_at + lease`.
+//! - The holder keeps the address only until `t + lease - holder_margin`, where `t` is the
+//!   send time of the newest heartbeat acknowledged by a quorum (itself included). It
+//!   releases the address **immediately** when its gateway is not ready, when it sees fewer
+//!   than `quorum` members alive, or when that time passes, and then tells the members
+//!   (`release`), so that a survivor may claim at once instead of waiting for the lease.
+//! - A survivor claims only when its own view shows no live lease (expired plus
+//!   `claim_margin`, released, or the holder declared dead plus `claim_margin`), its gateway
+//!   is ready, it sees a quorum, it is the rendezvous choice among the ready members
+//!   (weight of `(vip, node)`), and the address itself does not answer a probe
+//!   (`VipView::address_answers`: a hung agent whose gateway still serves on the address
+//!   keeps it). It then sends claim heartbeats and adds the address only once a quorum has
+//!   acked one of them.
+//! - Two quorums intersect: a member that acked the claim had seen the old lease expire,
+//!   and refuses the old holder's renewals from then on, so the old holder's lease had run
+//!   out (minus `holder_margin`) before the claim completed. `holder_margin` must cover
+//!   one `renew_every` (the holder checks its lease on each tick) plus clock-rate drift.
+//! - Stickiness: nobody claims while a live lease exists, so the address never moves back
+//!   on its own when a higher-weight node returns (failback costs no request).
+//!
+//! Limits: a hung agent keeps its address until it resumes (it releases first thing then,
+//! since its lease has lapsed); if its gateway also died meanwhile, survivors take over
+//! while it is stopped. Frozen clocks or a clock-rate drift beyond the margins void the
+//! argument.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::rendezvous;
+
+/// Timing of the lease protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// Lease length granted by an ack.
+    pub lease: Duration,
+    /// Heartbeat and tick interval.
+    pub renew_every: Duration,
+    /// How long before its quorum-acked lease ends a holder gives the address up.
+    pub holder_margin: Duration,
+    /// How long after a lease ends (in a member's view) a claim may be acked.
+    pub claim_margin: Duration,
+    /// A claim without a quorum of acks within this time is abandoned.
+    pub claim_timeout: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_millis(30),
+            renew_every: Duration::from_millis(5),
+            holder_margin: Duration::from_millis(10),
+            claim_margin: Duration::from_millis(5),
+            claim_timeout: Duration::from_millis(30),
+        }
+    }
+}
+
+/// A member as seen for VIP decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Node name.
+    pub node: String,
+    /// Zone.
+    pub zone: String,
+    /// Whether its gateway is ready.
+    pub gateway_ready: bool,
+}
+
+/// This node's view at a tick.
+#[derive(Debug, Clone, Copy)]
+pub struct VipView<'a> {
+    /// Members seen alive, this node included.
+    pub alive: &'a [Candidate],
+    /// Majority of the configured fleet size.
+    pub quorum: usize,
+    /// Whether this node's gateway is ready.
+    pub gateway_ready: bool,
+    /// Whether the address answers a probe (the caller probes when
+    /// [`VipOwnership::wants_probe`] says so; `false` otherwise).
+    pub address_answers: bool,
+}
+
+/// What the caller does with the address after a tick or a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipAction {
+    /// Nothing changes.
+    None,
+    /// Add the address to the interface and announce it (gratuitous ARP).
+    Claim,
+    /// Remove the address now, then send `release` to the members.
+    Release,
+}
+
+/// Result of a tick: the address action and the heartbeat to send to every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Address action.
+    pub action: VipAction,
+    /// Sequence number of a heartbeat to send, if any.
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// A heartbeat to send (or received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Sequence number (per sender).
+    pub seq: u64,
+    /// True while the sender is claiming (does not hold the address yet).
+    pub claiming: bool,
+}
+
+/// How to answer a received heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Send an ack for the heartbeat's `seq`.
+    pub ack: bool,
+    /// Address action (a conflict with another holder).
+    pub action: VipAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Follower,
+    Claiming { since: Instant },
+    Holder { since: Instant },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteLease {
+    holder: String,
+    until: Instant,
+}
+
+const SENT_KEPT: usize = 64;
+
+/// The ownership state of one VIP on one node.
+#[derive(Debug, Clone)]
+pub struct VipOwnership {
+    vip: String,
+    zone: Option<String>,
+    me: String,
+    timing: LeaseTiming,
+    role: Role,
+    next_seq: u64,
+    sent: VecDeque<(u64, Instant)>,
+    acked: BTreeMap<String, Instant>,
+    remote: Option<RemoteLease>,
+}
+
+// === impl VipOwnership ===
+
+impl VipOwnership {
+    /// Ownership of `vip` (its name in messages, e.g. the address) on node `me`; with a
+    /// `zone`, only members of that zone may hold it.
+    pub fn new(vip: &str, zone: Option<&str>, me: &str, timing: LeaseTiming) -> Self {
+        Self {
+            vip: vip.to_owned(),
+            zone: zone.map(str::to_owned),
+            me: me.to_owned(),
+            timing,
+            role: Role::Follower,
+            next_seq: 1,
+            sent: VecDeque::new(),
+            acked: BTreeMap::new(),
+            remote: None,
+        }
+    }
+
+    /// The VIP's name.
+    pub fn vip(&self) -> &str {
+        &self.vip
+    }
+
+    /// True while this node holds the address.
+    pub fn is_holder(&self) -> bool {
+        matches!(self.role, Role::Holder { .. })
+    }
+
+    /// The holder this node knows of: itself, or the node whose lease it granted last.
+    pub fn holder(&self) -> Option<&str> {
+        if self.is_holder() {
+            return Some(&self.me);
+        }
+        self.remote.as_ref().map(|r| r.holder.as_str())
+    }
+
+    /// True when this node would claim at this tick unless the address answers: the
+    /// caller then probes the address and reports it as [`VipView::address_answers`].
+    pub fn wants_probe(&self, now: Instant, view: &VipView<'_>) -> bool {
+        self.role == Role::Follower && self.should_claim(now, view, view.alive.len() >= view.quorum)
+    }
+
+    /// Advances the protocol; call every `renew_every`.
+    pub fn tick(&mut self, now: Instant, view: &VipView<'_>) -> Tick {
+        let quorate = view.alive.len() >= view.quorum;
+        match self.role {
+            Role::Holder { .. } => {
+                let valid = self.valid_until(view).is_some_and(|until| now < until);
+                if !view.gateway_ready || !quorate || !valid {
+                    self.become_follower();
+                    return self.action(VipAction::Release, None);
+                }
+                let hb = self.send(now, false);
+                self.action(VipAction::None, Some(hb))
+            }
+            Role::Claiming { since } => {
+                if !view.gateway_ready || !quorate {
+                    self.become_follower();
+                    return self.action(VipAction::None, None);
+                }
+                if self.valid_until(view).is_some_and(|until| now < until) {
+                    self.role = Role::Holder { since: now };
+                    let hb = self.send(now, false);
+                    return self.action(VipAction::Claim, Some(hb));
+                }
+                if now.saturating_duration_since(since) >= self.timing.claim_timeout {
+                    self.become_follower();
+                    return self.action(VipAction::None, None);
+                }
+                let hb = self.send(now, true);
+                self.action(VipAction::None, Some(hb))
+            }
+            Role::Follower => {
+                if view.address_answers || !self.should_claim(now, view, quorate) {
+                    return self.action(VipAction::None, None);
+                }
+                self.role = Role::Claiming { since: now };
+                self.remote = None;
+                let hb = self.send(now, true);
+                self.action(VipAction::None, Some(hb))
+            }
+        }
+    }
+
+    /// Handles a heartbeat from `from`; the caller acks it when told to.
+    pub fn on_heartbeat(&mut self, now: Instant, from: &str, hb: Heartbeat) -> Reply {
+        let refuse = |action| Reply { ack: false, action };
+        if from == self.me {
+            return refuse(VipAction::None);
+        }
+        let other_live = self
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.holder != from && now < r.until + self.timing.claim_margin);
+        if other_live {
+            return refuse(VipAction::None);
+        }
+        match self.role {
+            Role::Holder { .. } if hb.claiming => return refuse(VipAction::None),
+            Role::Holder { .. } => {
+                // Two holders must never happen; if it does, the lower weight yields now.
+                if self.weight(from) > self.weight(&self.me) {
+                    self.become_follower();
+                    return refuse(VipAction::Release);
+                }
+                return refuse(VipAction::None);
+            }
+            Role::Claiming { .. } if hb.claiming && self.weight(from) < self.weight(&self.me) => {
+                return refuse(VipAction::None);
+            }
+            Role::Claiming { .. } => self.become_follower(),
+            Role::Follower => {}
+        }
+        self.remote = Some(RemoteLease {
+            holder: from.to_owned(),
+            until: now + self.timing.lease,
+        });
+        Reply {
+            ack: true,
+            action: VipAction::None,
+        }
+    }
+
+    /// Handles an ack of heartbeat `seq` from `from`.
+    pub fn on_ack(&mut self, from: &str, seq: u64) {
+        if self.role == Role::Follower || from == self.me {
+            return;
+        }
+        if let Some(&(_, sent_at)) = self.sent.iter().find(|(s, _)| *s == seq) {
+            let entry = self.acked.entry(from.to_owned()).or_insert(sent_at);
+            *entry = (*entry).max(sent_at);
+        }
+    }
+
+    /// Handles a release from `from`: its lease ends now.
+    pub fn on_release(&mut self, from: &str) {
+        if self.remote.as_ref().is_some_and(|r| r.holder == from) {
+            self.remote = None;
+        }
+    }
+
+    /// Handles the membership declaring `node` dead: its lease ends after `claim_margin`.
+    pub fn on_member_down(&mut self, now: Instant, node: &str) {
+        if let Some(r) = self.remote.as_mut().filter(|r| r.holder == node) {
+            r.until = r.until.min(now + self.timing.claim_margin);
+        }
+        self.acked.remove(node);
+    }
+
+    // === private ===
+
+    fn should_claim(&self, now: Instant, view: &VipView<'_>, quorate: bool) -> bool {
+        if !view.gateway_ready || !quorate {
+            return false;
+        }
+        if let Some(r) = &self.remote {
+            if now < r.until + self.timing.claim_margin {
+                return false;
+            }
+        }
+        let parts = [self.vip.as_str()];
+        let ready = view
+            .alive
+            .iter()
+            .filter(|c| c.gateway_ready && self.zone.as_ref().is_none_or(|z| *z == c.zone))
+            .filter(|c| self.remote.as_ref().is_none_or(|r| r.holder != c.node))
+            .map(|c| c.node.as_str());
+        rendezvous::choose(&parts, ready) == Some(self.me.as_str())
+    }
+
+    /// End of the lease a quorum (this node included) has granted, minus the margin.
+    fn valid_until(&self, view: &VipView<'_>) -> Option<Instant> {
+        let mine = self.sent.back().map(|(_, at)| *at)?;
+        let mut times: Vec<Instant> = view
+            .alive
+            .iter()
+            .filter(|c| c.node != self.me)
+            .filter_map(|c| self.acked.get(&c.node).copied())
+            .collect();
+        times.push(mine);
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        let granted = *times.get(view.quorum.checked_sub(1)?)?;
+        Some(granted + self.timing.lease - self.timing.holder_margin)
+    }
+
+    fn send(&mut self, now: Instant, claiming: bool) -> Heartbeat {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sent.push_back((seq, now));
+        if self.sent.len() > SENT_KEPT {
+            self.sent.pop_front();
+        }
+        Heartbeat { seq, claiming }
+    }
+
+    fn become_follower(&mut self) {
+        self.role = Role::Follower;
+        self.sent.clear();
+        self.acked.clear();
+    }
+
+    fn weight(&self, node: &str) -> u64 {
+        rendezvous::weight(&[&self.vip], node)
+    }
+
+    fn action(&self, action: VipAction, heartbeat: Option<Heartbeat>) -> Tick {
+        Tick { action, heartbeat }
+    }
+}
+
+#[cfg(test)]
+mod tests;
