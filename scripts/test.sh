@@ -9,6 +9,8 @@ for pair in openssl:openssl curl:curl dig:bind9-dnsutils named:bind9 dnsmasq:dns
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -16,7 +18,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # Debian's packages start their daemons on install on some machines; the tests start
-# their own instances on 127.0.0.x ports and never use the system ones.
+# their own instances (DNS servers, a PostgreSQL cluster in a temp dir run as the postgres
+# user) on 127.0.0.x ports and never use the system ones.
 
 export PATH="$PATH:/usr/sbin:/sbin"
 export CARGO_TERM_COLOR=never

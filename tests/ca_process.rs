@@ -2,16 +2,16 @@
 //! restarts, kill -9 during issuance, root rotation. Chains are checked with `openssl verify`
 //! and field by field against the X509-SVID rules.
 
+mod casupport;
 mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use meshedge_ca::client::{CaClient, ClientError};
+use casupport::{csr, leaf_of, status, Node};
+use meshedge_ca::client::CaClient;
 use meshedge_ca::svid::check_x509_svid;
 use meshedge_ca::tls::certs_from_pem;
-use rcgen::{CertificateParams, KeyPair, SanType};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::*;
 
 struct Ca {
@@ -67,70 +67,22 @@ impl Ca {
     }
 }
 
-fn csr(id: &str) -> (KeyPair, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
-    (key, pem)
-}
-
-fn identity(
-    chain_pem: &str,
-    key: &KeyPair,
-) -> (
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-) {
-    (
-        certs_from_pem(chain_pem).unwrap(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-}
-
-/// A node's SVID chain and key.
-struct Node {
-    chain_pem: String,
-    key: KeyPair,
-}
-
-impl Node {
-    /// A client presenting this node SVID.
-    fn client_for(&self, addr: &str, bundle_pem: &str) -> CaClient {
-        let bundle = certs_from_pem(bundle_pem).unwrap();
-        CaClient::new(
-            vec![addr.to_owned()],
-            &bundle,
-            Some(identity(&self.chain_pem, &self.key)),
-        )
-        .unwrap()
-    }
-}
-
 /// Enrolls `node` with a fresh join token.
 async fn enrolled(ca: &Ca, node: &str) -> Node {
     let token = ca.cli(&["ca", "token", "create", "--node", node]);
-    let (key, pem) = csr(&format!("spiffe://example.org/node/{node}"));
-    let svid = ca
-        .anonymous()
-        .enroll(&token, &pem, None)
+    Node::enroll(&ca.anonymous(), &token, node)
         .await
-        .expect("enrollment succeeds");
-    Node {
-        chain_pem: svid.chain_pem,
-        key,
+        .expect("enrollment succeeds")
+}
+
+trait NodeOn {
+    fn client_for(&self, addr: &str, bundle_pem: &str) -> CaClient;
+}
+
+impl NodeOn for Node {
+    fn client_for(&self, addr: &str, bundle_pem: &str) -> CaClient {
+        self.client(&[addr.to_owned()], bundle_pem)
     }
-}
-
-fn status(e: ClientError) -> (u16, String) {
-    let api = e
-        .api_error()
-        .unwrap_or_else(|| panic!("expected an API error, got {e}"));
-    (api.status, api.code.clone())
-}
-
-fn leaf_of(chain_pem: &str) -> Vec<u8> {
-    certs_from_pem(chain_pem).unwrap()[0].to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread")]
