@@ -91,7 +91,7 @@ async fn replicas_share_one_ca_and_survive_crashes_and_lost_connections() {
         bundle,
         "every replica serves the same roots"
     );
-    let all = vec![r1.addr.clone(), r2.addr.clone(), r3.addr.clone()];
+    let all = [r1.addr.clone(), r2.addr.clone(), r3.addr.clone()];
 
     // A token raced on three replicas at once is redeemed once.
     let token = cli(&r1, &["ca", "token", "create", "--node", "racer"]);

@@ -29,7 +29,7 @@ fn bin_dir() -> PathBuf {
         .expect("no /usr/lib/postgresql/*/bin/postgres: apt-get install postgresql")
 }
 
-fn as_postgres(bin: &PathBuf, tool: &str) -> Command {
+fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
     let mut cmd = Command::new("runuser");
     cmd.args(["-u", "postgres", "--"]).arg(bin.join(tool));
     cmd
