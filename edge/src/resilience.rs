@@ -23,7 +23,7 @@
 
 pub mod balance;
 pub mod breaker;
-// pub mod cluster_state;
+pub mod cluster_state;
 pub mod config;
 pub mod health;
 pub mod metrics;

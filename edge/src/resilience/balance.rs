@@ -218,7 +218,7 @@ impl Balancer {
         let e = &self.endpoints[*self.index.get(&id)?];
         Some(EndpointLoad {
             in_flight: e.in_flight,
-            ewma_ms: e.ewma.estimate(now, self.config.ewma_decay) * 1000.0,
+            ewma_ms: self.latency(e, now, self.mean_latency(now)) * 1000.0,
             healthy: e.healthy,
         })
     }
@@ -248,8 +248,11 @@ impl Balancer {
         }
     }
 
-    /// A try against `id` ended after `latency` with `outcome`. Failures are recorded as
-    /// at least `failure_penalty`; cancelled tries leave the latency estimate alone.
+    /// A try against `id` ended after `latency` with `outcome`. A failure never lowers
+    /// the latency estimate (a fast "connection refused" must not attract load; outlier
+    /// detection deals with failing endpoints), a slow one (a timeout) raises it at once;
+    /// a fast failure of an endpoint without samples leaves it unsampled. Cancelled tries
+    /// leave the estimate alone.
     pub fn finish(&mut self, id: EndpointId, now: Instant, latency: Duration, outcome: Outcome) {
         let Some(&i) = self.index.get(&id) else {
             return;
@@ -259,7 +262,10 @@ impl Balancer {
         let rtt = match outcome {
             Outcome::Cancelled => return,
             o if o.is_success() => latency,
-            _ => latency.max(self.config.failure_penalty),
+            _ if !e.ewma.is_sampled() && latency <= self.config.default_rtt => return,
+            _ => latency.max(Duration::from_secs_f64(
+                e.ewma.estimate(now, self.config.ewma_decay),
+            )),
         };
         e.ewma.observe(now, rtt, self.config.ewma_decay);
     }
@@ -332,6 +338,32 @@ impl Balancer {
         })
     }
 
+    /// The mean latency estimate of the sampled endpoints (`default_rtt` if none): what an
+    /// endpoint without samples is assumed to cost, so new endpoints are neither starved
+    /// (a default above the real latency) nor flooded (one below it).
+    fn mean_latency(&self, now: Instant) -> f64 {
+        let (sum, n) = self
+            .endpoints
+            .iter()
+            .filter(|e| e.ewma.is_sampled())
+            .fold((0.0, 0u32), |(sum, n), e| {
+                (sum + e.ewma.estimate(now, self.config.ewma_decay), n + 1)
+            });
+        if n == 0 {
+            self.config.default_rtt.as_secs_f64()
+        } else {
+            sum / f64::from(n)
+        }
+    }
+
+    fn latency(&self, e: &EndpointState, now: Instant, mean: f64) -> f64 {
+        if e.ewma.is_sampled() {
+            e.ewma.estimate(now, self.config.ewma_decay)
+        } else {
+            mean
+        }
+    }
+
     /// Power of two choices: two distinct candidates drawn by weight, lower score wins.
     fn p2c<R: Rng + ?Sized>(
         &self,
@@ -362,9 +394,10 @@ impl Balancer {
         let Some(b) = draw(rng, Some(a)) else {
             return Some(a);
         };
+        let mean = self.mean_latency(now);
         let score = |i: usize| {
             let e = &self.endpoints[i];
-            e.ewma.estimate(now, self.config.ewma_decay) * f64::from(e.in_flight + 1)
+            self.latency(e, now, mean) * f64::from(e.in_flight + 1)
         };
         Some(if score(b) < score(a) { b } else { a })
     }

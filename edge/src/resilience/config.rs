@@ -48,7 +48,6 @@ defaults! {
     d_panic_threshold: f64 = 50.0;
     d_ewma_decay: Duration = Duration::from_secs(10);
     d_default_rtt: Duration = Duration::from_millis(30);
-    d_failure_penalty: Duration = Duration::from_secs(1);
     d_consecutive: u32 = 5;
     d_outlier_interval: Duration = Duration::from_secs(10);
     d_base_ejection: Duration = Duration::from_secs(30);
@@ -224,12 +223,10 @@ pub struct BalancerConfig {
     /// Peak-EWMA decay time constant (default 10s, as Finagle and Linkerd).
     #[serde(default = "d_ewma_decay", with = "duration")]
     pub ewma_decay: Duration,
-    /// Latency assumed for an endpoint without samples (default 30ms).
+    /// Latency assumed for endpoints without samples while no endpoint of the cluster
+    /// has any (default 30ms); otherwise they are assumed to cost the cluster's mean.
     #[serde(default = "d_default_rtt", with = "duration")]
     pub default_rtt: Duration,
-    /// Latency recorded for a failed try, so fast failures don't attract load (default 1s).
-    #[serde(default = "d_failure_penalty", with = "duration")]
-    pub failure_penalty: Duration,
 }
 
 impl Default for BalancerConfig {

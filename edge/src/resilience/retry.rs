@@ -44,6 +44,9 @@ pub enum NoRetry {
     /// The retry budget is spent.
     #[error("retry budget exhausted")]
     BudgetExhausted,
+    /// The circuit breaker's `max_retries` is reached.
+    #[error("circuit breaker max_retries reached")]
+    CircuitOpen,
 }
 
 impl NoRetry {
@@ -54,6 +57,7 @@ impl NoRetry {
             Self::NotIdempotent => "not_idempotent",
             Self::Exhausted => "exhausted",
             Self::BudgetExhausted => "budget_exhausted",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 }

@@ -35,6 +35,11 @@ impl PeakEwma {
         }
     }
 
+    /// Whether any sample was folded in yet.
+    pub fn is_sampled(&self) -> bool {
+        self.at.is_some()
+    }
+
     /// Folds in one observed latency.
     pub fn observe(&mut self, now: Instant, rtt: Duration, decay: Duration) {
         let rtt = rtt.as_secs_f64();

@@ -253,22 +253,27 @@ fn empty_cluster_picks_nothing_and_set_endpoints_keeps_state() {
     b.set_endpoints([spec(1), spec(2), spec(2)]);
     assert_eq!(b.endpoints().count(), 2, "duplicates collapse");
     b.set_healthy(ep(1), false);
-    b.start(ep(1));
-    b.finish(
-        ep(1),
-        now,
-        Duration::from_millis(2),
-        Outcome::ConnectFailure,
-    );
+    // (at s, latency ms, outcome, estimate after, ms): failures never lower the estimate
+    let steps = [
+        (0, 2, Outcome::ConnectFailure, 30.0), // unsampled: the 30ms default
+        (100, 10, Outcome::Response { status: 200 }, 10.0),
+        (100, 1, Outcome::Response { status: 503 }, 10.0),
+        (100, 500, Outcome::Timeout, 500.0),
+        (100, 1, Outcome::Cancelled, 500.0),
+    ];
+    let later = now + Duration::from_secs(100);
+    for (at, latency, outcome, want) in steps {
+        let at = now + Duration::from_secs(at);
+        b.start(ep(1));
+        b.finish(ep(1), at, Duration::from_millis(latency), outcome);
+        let got = b.load(ep(1), at).map(|l| l.ewma_ms).unwrap_or_default();
+        assert!((got - want).abs() < 0.01, "after {outcome:?}: {got}");
+    }
+    let now = later;
     b.start(ep(1));
     b.set_endpoints([spec(1), spec(3)]);
     let load = b.load(ep(1), now).expect("kept");
     assert_eq!((load.in_flight, load.healthy), (1, false));
-    assert!(
-        (load.ewma_ms - 1000.0).abs() < 1e-6,
-        "failure penalty: {}",
-        load.ewma_ms
-    );
     assert_eq!(b.load(ep(2), now), None);
     assert_eq!(
         b.is_healthy(ep(3)),

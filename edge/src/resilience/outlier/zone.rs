@@ -5,7 +5,7 @@
 //! A zone is drained when, within `zone_drain_window` (500ms): at least
 //! `zone_drain_min_failures` (3) gateway failures (connect failure, reset, timeout,
 //! 502/503/504) came from its endpoints, more than `zone_drain_host_share` (half) of its
-//! endpoints (or all of them, for a share of 1) failed, and not one of its endpoints answered successfully. It stays drained
+//! endpoints (or all of them, for a share of 1) failed, and not one of its endpoints answered successfully since the first of those failures (a success clears the count: a zone that answers is not lost, and one bad host is the ejection's job). It stays drained
 //! for `zone_drain_time` (10s) or until one of its endpoints passes an active health
 //! check, whichever comes first; a zone that still fails is drained again at once.
 
@@ -20,7 +20,6 @@ use crate::resilience::{EndpointId, Outcome, Zone};
 struct ZoneState {
     size: usize,
     failures: VecDeque<(Instant, EndpointId)>,
-    last_success: Option<Instant>,
     drained_until: Option<Instant>,
 }
 
@@ -76,25 +75,19 @@ impl ZoneDrain {
             z.failures.pop_front();
         }
         if outcome.is_success() {
-            z.last_success = Some(now);
+            z.failures.clear();
             return None;
         }
         if !outcome.is_gateway_failure() || z.drained_until.is_some() {
             return None;
         }
         z.failures.push_back((now, endpoint));
-        let recent_success = z
-            .last_success
-            .is_some_and(|at| now.saturating_duration_since(at) <= window);
         let mut failing: Vec<EndpointId> = z.failures.iter().map(|&(_, e)| e).collect();
         failing.sort();
         failing.dedup();
         let needed =
             ((config.zone_drain_host_share * z.size as f64).floor() as usize + 1).min(z.size);
-        if recent_success
-            || z.failures.len() < config.zone_drain_min_failures as usize
-            || failing.len() < needed
-        {
+        if z.failures.len() < config.zone_drain_min_failures as usize || failing.len() < needed {
             return None;
         }
         let until = now + config.zone_drain_time;
