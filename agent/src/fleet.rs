@@ -3,13 +3,20 @@
 //! - [`policy`]: pure gateway placement (start / keep / drain) from the membership view,
 //!   with rendezvous hashing ([`rendezvous`]) and hysteresis.
 //! - [`lease`]: pure virtual-IP ownership (one holder, release before claim).
+//! - [`membership`]: SWIM membership (foca) over UDP with HMAC-authenticated packets.
 //! - [`supervisor`]: runs the local gateway as a child, restarts, drains and rolls it.
+//! - [`advertise`]: DNS-SD registration of ready gateways; [`vip`]: addresses on
+//!   interfaces; [`config`]: the fleet config file.
 //! - [`metrics`]: metric names.
 
+pub mod advertise;
+pub mod config;
 pub mod lease;
+pub mod membership;
 pub mod metrics;
 pub mod policy;
 pub mod rendezvous;
 pub mod supervisor;
+pub mod vip;
 
 pub use policy::{GatewayAction, GatewayState, MemberView, Placement, PlacementConfig};
