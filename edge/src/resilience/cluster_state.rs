@@ -53,13 +53,14 @@ use super::config::ClusterResilience;
 use super::health::probe::CheckReport;
 use super::health::Transition;
 use super::metrics as m;
-use super::outlier::{EjectionTarget, Event, OutlierDetector};
+use super::outlier::{EjectionTarget, OutlierDetector};
 use super::retry::{NoRetry, Retry, RetryBudget, RetryPolicy, TryContext};
 use super::timeout::{LatencyWindow, PerTryTimeout};
 use super::{EndpointId, Outcome, Zone};
 
 mod view;
 
+use view::millis;
 pub use view::{BudgetView, ClusterSnapshot, EndpointView, EventView, PolicyEvent};
 
 /// Failure events kept for the dashboard.
@@ -83,10 +84,6 @@ pub struct ClusterPolicy {
     rng: SmallRng,
     major_zone: Option<Zone>,
     events: VecDeque<(Instant, PolicyEvent)>,
-}
-
-fn millis(d: Duration) -> u64 {
-    d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 // === impl ClusterPolicy ===
@@ -286,7 +283,7 @@ impl ClusterPolicy {
         let outlier = self
             .outlier
             .on_health_check(report.endpoint, report.result.is_pass());
-        events.extend(outlier.into_iter().map(Self::event));
+        events.extend(outlier.into_iter().map(PolicyEvent::from));
         self.push(now, events)
     }
 
@@ -298,7 +295,7 @@ impl ClusterPolicy {
             .outlier
             .tick(now)
             .into_iter()
-            .map(Self::event)
+            .map(PolicyEvent::from)
             .collect();
         self.push(now, events)
     }
@@ -306,24 +303,6 @@ impl ClusterPolicy {
     /// When [`tick`](Self::tick) must run next.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.outlier.next_deadline()
-    }
-
-    fn event(e: Event) -> PolicyEvent {
-        match e {
-            Event::Ejected(ej) => match ej.target {
-                EjectionTarget::Endpoint(endpoint) => PolicyEvent::Ejected {
-                    endpoint,
-                    reason: ej.reason.as_str(),
-                    duration_ms: millis(ej.duration),
-                },
-                EjectionTarget::Zone(zone) => PolicyEvent::ZoneDrained {
-                    zone,
-                    duration_ms: millis(ej.duration),
-                },
-            },
-            Event::Unejected(endpoint) => PolicyEvent::Unejected { endpoint },
-            Event::ZoneRestored(zone) => PolicyEvent::ZoneRestored { zone },
-        }
     }
 
     /// Records events, re-derives availability, returns the events.

@@ -1,11 +1,13 @@
 //! The serializable views of [`ClusterPolicy`](super::ClusterPolicy): `/clusters` JSON
 //! and dashboard events.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::resilience::balance::{Distribution, EndpointLoad};
 use crate::resilience::breaker::BreakerUsage;
-use crate::resilience::outlier::OutlierStatus;
+use crate::resilience::outlier::{EjectionTarget, Event, OutlierStatus};
 use crate::resilience::timeout::LatencySummary;
 use crate::resilience::{EndpointId, Tier, Zone};
 
@@ -111,4 +113,29 @@ pub struct BudgetView {
     pub retries_in_flight: u32,
     /// Retries allowed in flight now.
     pub limit: u32,
+}
+
+/// Milliseconds, saturating.
+pub(super) fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl From<Event> for PolicyEvent {
+    fn from(e: Event) -> Self {
+        match e {
+            Event::Ejected(ej) => match ej.target {
+                EjectionTarget::Endpoint(endpoint) => PolicyEvent::Ejected {
+                    endpoint,
+                    reason: ej.reason.as_str(),
+                    duration_ms: millis(ej.duration),
+                },
+                EjectionTarget::Zone(zone) => PolicyEvent::ZoneDrained {
+                    zone,
+                    duration_ms: millis(ej.duration),
+                },
+            },
+            Event::Unejected(endpoint) => PolicyEvent::Unejected { endpoint },
+            Event::ZoneRestored(zone) => PolicyEvent::ZoneRestored { zone },
+        }
+    }
 }
