@@ -484,3 +484,90 @@ async fn root_rotation_overlaps_old_and_new() {
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+fn curl_post(ca: &Ca, path: &str, body: &str) -> (String, String) {
+    let bundle = write_bundle(ca);
+    let file = ca.dir.join(&format!("body-{}.json", rand::random::<u32>()));
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(bundle)
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("https://{}{path}", ca.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_reattests_with_its_attestation_key_but_never_by_replay() {
+    use base64::Engine;
+    use rcgen::{PublicKeyData, SigningKey};
+    let ca = Ca::start(Ca::init("reattest"));
+    let anon = ca.anonymous();
+    let attest = rcgen::KeyPair::generate().unwrap();
+    let token = ca.cli(&["ca", "token", "create", "--node", "n1"]);
+    let (_, pem) = csr("spiffe://example.org/node/n1");
+    anon.enroll_with_attestation(&token, &pem, Some(60), Some(attest.der_bytes()))
+        .await
+        .unwrap();
+
+    // Without any client certificate, the attestation key gets a fresh node SVID.
+    let (_, pem) = csr("spiffe://example.org/node/n1");
+    let svid = anon
+        .reattest("n1", &pem, &attest)
+        .await
+        .expect("re-attestation");
+    openssl_verify(ca.dir.path(), &ca.bundle(), &svid.chain_pem).unwrap();
+    assert_eq!(svid.spiffe_id, "spiffe://example.org/node/n1");
+
+    // Another key, another node's ID, or a replayed request are refused.
+    let thief = rcgen::KeyPair::generate().unwrap();
+    assert_eq!(
+        status(anon.reattest("n1", &pem, &thief).await.unwrap_err()).1,
+        "reattest_signature"
+    );
+    let (_, other) = csr("spiffe://example.org/node/n2");
+    assert_eq!(
+        status(anon.reattest("n1", &other, &attest).await.unwrap_err()).1,
+        "id_mismatch"
+    );
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    let nonce = "00112233445566778899aabbccddeeff";
+    let sig = attest
+        .sign(&meshedge_ca::api::reattest_message("n1", ts, nonce, &pem))
+        .unwrap();
+    let body = serde_json::json!({
+        "node": "n1", "csr": pem, "timestamp": ts, "nonce": nonce,
+        "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+    })
+    .to_string();
+    assert_eq!(curl_post(&ca, "/v1/reattest", &body).0, "200");
+    let (code, answer) = curl_post(&ca, "/v1/reattest", &body);
+    assert_eq!(code, "401");
+    assert!(answer.contains("reattest_replay"), "{answer}");
+    let old = serde_json::json!({
+        "node": "n1", "csr": pem, "timestamp": ts - 3600, "nonce": "ffeeddccbbaa99887766554433221100",
+        "signature": base64::engine::general_purpose::STANDARD.encode(attest.sign(&meshedge_ca::api::reattest_message("n1", ts - 3600, "ffeeddccbbaa99887766554433221100", &pem)).unwrap()),
+    })
+    .to_string();
+    assert!(curl_post(&ca, "/v1/reattest", &old)
+        .1
+        .contains("reattest_stale"));
+
+    // A ban stops re-attestation; a node enrolled without a key cannot re-attest.
+    ca.cli(&["ca", "ban", "--node", "n1", "--reason", "key stolen"]);
+    assert_eq!(
+        status(anon.reattest("n1", &pem, &attest).await.unwrap_err()).1,
+        "banned"
+    );
+    enrolled(&ca, "n3").await;
+    let (_, n3) = csr("spiffe://example.org/node/n3");
+    assert_eq!(
+        status(anon.reattest("n3", &n3, &attest).await.unwrap_err()).1,
+        "no_attestation_key"
+    );
+}

@@ -7,6 +7,7 @@
 //! | `POST /v1/renew` | node SVID (mTLS) | [`CsrRequest`] -> [`SvidResponse`] |
 //! | `POST /v1/workload` | node SVID (mTLS) | [`CsrRequest`] -> [`SvidResponse`] |
 //! | `POST /v1/workload/batch` | node SVID (mTLS) | [`BatchRequest`] -> [`BatchResponse`] |
+//! | `POST /v1/reattest` | attestation-key signature | [`ReattestRequest`] -> [`SvidResponse`] (node SVID) |
 //! | `GET /v1/entries` | node SVID (mTLS) | entries whose parent is the caller |
 //! | `GET /healthz`, `GET /metrics` | none | liveness, Prometheus text |
 //!
@@ -25,6 +26,10 @@ pub const PATH_RENEW: &str = "/v1/renew";
 pub const PATH_WORKLOAD: &str = "/v1/workload";
 /// Batched workload SVIDs path.
 pub const PATH_WORKLOAD_BATCH: &str = "/v1/workload/batch";
+/// Re-attestation path (a node whose SVID expired proves itself with its attestation key).
+pub const PATH_REATTEST: &str = "/v1/reattest";
+/// How far a re-attestation timestamp may be from the CA's clock, seconds.
+pub const REATTEST_SKEW_SECS: i64 = 120;
 /// Registration entries path.
 pub const PATH_ENTRIES: &str = "/v1/entries";
 /// Largest request body accepted, bytes.
@@ -45,6 +50,36 @@ pub struct EnrollRequest {
     /// Requested lifetime, seconds.
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// Base64 of the node's long-lived P-256 attestation public key (uncompressed point),
+    /// registered for re-attestation after an outage longer than the SVID lifetime.
+    #[serde(default)]
+    pub attestation_key: Option<String>,
+}
+
+/// Re-attestation of an enrolled node whose SVID may have expired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReattestRequest {
+    /// The node name.
+    pub node: String,
+    /// PEM CSR for `spiffe://<td>/node/<node>`.
+    pub csr: String,
+    /// Unix seconds when the request was made.
+    pub timestamp: i64,
+    /// Random hex, never reused.
+    pub nonce: String,
+    /// Base64 ECDSA P-256 SHA-256 (ASN.1) signature of [`reattest_message`].
+    pub signature: String,
+}
+
+/// The bytes a re-attestation signs: domain tag, node, timestamp, nonce and the CSR's hash.
+pub fn reattest_message(node: &str, timestamp: i64, nonce: &str, csr_pem: &str) -> Vec<u8> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, csr_pem.as_bytes());
+    format!(
+        "meshedge-reattest-v1\n{node}\n{timestamp}\n{nonce}\n{}",
+        hex::encode(digest.as_ref())
+    )
+    .into_bytes()
 }
 
 /// A CSR, for renewal or a workload.

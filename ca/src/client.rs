@@ -281,12 +281,54 @@ impl CaClient {
         csr_pem: &str,
         ttl_secs: Option<u64>,
     ) -> Result<SvidResponse, ClientError> {
+        self.enroll_with_attestation(token, csr_pem, ttl_secs, None)
+            .await
+    }
+
+    /// First enrollment, registering the node's attestation public key (raw P-256 point)
+    /// so that it can [`CaClient::reattest`] after its SVID expired.
+    pub async fn enroll_with_attestation(
+        &self,
+        token: &str,
+        csr_pem: &str,
+        ttl_secs: Option<u64>,
+        attestation_key: Option<&[u8]>,
+    ) -> Result<SvidResponse, ClientError> {
+        use base64::Engine;
         let req = EnrollRequest {
             token: token.to_owned(),
             csr: csr_pem.to_owned(),
             ttl_secs,
+            attestation_key: attestation_key
+                .map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
         };
         self.post(api::PATH_ENROLL, &req).await
+    }
+
+    /// Gets a new node SVID for `node` by signing a challenge with its attestation key
+    /// (for a node whose SVID expired while the CA was unreachable).
+    pub async fn reattest(
+        &self,
+        node: &str,
+        csr_pem: &str,
+        attestation_key: &rcgen::KeyPair,
+    ) -> Result<SvidResponse, ClientError> {
+        use base64::Engine;
+        use rcgen::SigningKey;
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let msg = api::reattest_message(node, timestamp, &nonce, csr_pem);
+        let signature = attestation_key
+            .sign(&msg)
+            .map_err(|e| ClientError::Setup(format!("attestation key cannot sign: {e}")))?;
+        let req = api::ReattestRequest {
+            node: node.to_owned(),
+            csr: csr_pem.to_owned(),
+            timestamp,
+            nonce,
+            signature: base64::engine::general_purpose::STANDARD.encode(signature),
+        };
+        self.post(api::PATH_REATTEST, &req).await
     }
 
     /// Renews the node SVID this client presents.

@@ -281,8 +281,11 @@ async fn route(ctx: &Ctx, caller: &Caller, req: Request<Incoming>) -> Response<B
         },
         (
             Method::POST,
-            p
-            @ (api::PATH_ENROLL | api::PATH_RENEW | api::PATH_WORKLOAD | api::PATH_WORKLOAD_BATCH),
+            p @ (api::PATH_ENROLL
+            | api::PATH_RENEW
+            | api::PATH_WORKLOAD
+            | api::PATH_WORKLOAD_BATCH
+            | api::PATH_REATTEST),
         ) => {
             let p = p.to_owned();
             let body = match read_body(req).await {
@@ -293,6 +296,7 @@ async fn route(ctx: &Ctx, caller: &Caller, req: Request<Incoming>) -> Response<B
                 api::PATH_ENROLL => handlers::enroll(ctx, caller, &body).await,
                 api::PATH_RENEW => handlers::renew(ctx, caller, &body).await,
                 api::PATH_WORKLOAD => handlers::workload(ctx, caller, &body).await,
+                api::PATH_REATTEST => handlers::reattest(ctx, caller, &body).await,
                 _ => {
                     return match handlers::workload_batch(ctx, caller, &body).await {
                         Ok(b) => json(StatusCode::OK, &b),

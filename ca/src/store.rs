@@ -115,6 +115,13 @@ pub trait CaStore: Send + Sync + 'static {
     async fn entries(&self, node: Option<&str>) -> Result<Vec<RegistrationEntry>, StoreError>;
     /// Deletes an entry; true when it existed.
     async fn delete_entry(&self, id: &str) -> Result<bool, StoreError>;
+    /// Registers (or replaces) a node's attestation public key.
+    async fn set_attestation_key(&self, node: &str, key: &[u8]) -> Result<(), StoreError>;
+    /// A node's attestation public key.
+    async fn attestation_key(&self, node: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records a re-attestation nonce; false when it was seen before (a replay). Nonces
+    /// older than `now - keep_secs` may be forgotten.
+    async fn use_nonce(&self, nonce: &str, now: i64, keep_secs: i64) -> Result<bool, StoreError>;
     /// Checks that the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Bans a node.

@@ -191,8 +191,18 @@ pub async fn enroll(ctx: &Ctx, caller: &Caller, body: &Bytes) -> Answer {
                 ),
             ));
         }
+        let attestation_key = req
+            .attestation_key
+            .as_deref()
+            .map(decode_attestation_key)
+            .transpose()?;
         match ctx.store.redeem_token(&hash, now).await? {
-            Redemption::Redeemed { .. } => sign(&auth, &csr, &[], req.ttl_secs),
+            Redemption::Redeemed { .. } => {
+                if let Some(key) = attestation_key {
+                    ctx.store.set_attestation_key(&record.node, &key).await?;
+                }
+                sign(&auth, &csr, &[], req.ttl_secs)
+            }
             Redemption::AlreadyUsed => Err(Refusal::new(
                 401,
                 "token_used",
@@ -204,6 +214,108 @@ pub async fn enroll(ctx: &Ctx, caller: &Caller, body: &Bytes) -> Answer {
     }
     .await;
     audited(ctx, "enroll", who, &caller.remote, wanted, out)
+}
+
+/// A P-256 public key as an uncompressed point (65 bytes, 0x04 prefix), base64.
+fn decode_attestation_key(b64: &str) -> Result<Vec<u8>, Refusal> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .filter(|k| k.len() == 65 && k[0] == 4)
+        .ok_or_else(|| {
+            Refusal::new(
+                400,
+                "bad_attestation_key",
+                "attestation_key must be base64 of an uncompressed P-256 point",
+            )
+        })?;
+    Ok(key)
+}
+
+/// `POST /v1/reattest`: a node proves possession of the attestation key registered at its
+/// enrollment by signing (node, timestamp, nonce, CSR hash); replays and skewed clocks are
+/// refused, and a ban stops it like any other issuance.
+pub async fn reattest(ctx: &Ctx, caller: &Caller, body: &Bytes) -> Answer {
+    use base64::Engine;
+    let mut who = "reattest:?".to_owned();
+    let mut wanted = None;
+    let out = async {
+        let req: api::ReattestRequest = parse_json(body)?;
+        who = format!("reattest:{}", req.node);
+        let auth = ctx.authority();
+        let node_id = auth
+            .keyset()
+            .trust_domain
+            .node_id(&req.node)
+            .map_err(|e| Refusal::new(400, "bad_node", e.to_string()))?;
+        check_not_banned(ctx, &req.node).await?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if (req.timestamp - now).abs() > api::REATTEST_SKEW_SECS {
+            return Err(Refusal::new(
+                401,
+                "reattest_stale",
+                format!(
+                    "timestamp {} is more than {}s from the CA clock",
+                    req.timestamp,
+                    api::REATTEST_SKEW_SECS
+                ),
+            ));
+        }
+        let key = ctx.store.attestation_key(&req.node).await?.ok_or_else(|| {
+            Refusal::new(
+                401,
+                "no_attestation_key",
+                format!(
+                    "node {} registered no attestation key; enroll it again with a join token",
+                    req.node
+                ),
+            )
+        })?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(&req.signature)
+            .map_err(|_| Refusal::new(400, "bad_request", "signature is not base64"))?;
+        let msg = api::reattest_message(&req.node, req.timestamp, &req.nonce, &req.csr);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key)
+            .verify(&msg, &signature)
+            .map_err(|_| {
+                Refusal::new(
+                    401,
+                    "reattest_signature",
+                    format!(
+                        "signature does not verify with the attestation key of node {}",
+                        req.node
+                    ),
+                )
+            })?;
+        if req.nonce.len() < 16
+            || !ctx
+                .store
+                .use_nonce(&req.nonce, now, 2 * api::REATTEST_SKEW_SECS)
+                .await?
+        {
+            return Err(Refusal::new(
+                401,
+                "reattest_replay",
+                "nonce was used before",
+            ));
+        }
+        let csr = validate_csr(&auth, &req.csr)?;
+        wanted = Some(csr.spiffe_id.to_string());
+        if csr.spiffe_id != node_id {
+            return Err(Refusal::new(
+                403,
+                "id_mismatch",
+                format!(
+                    "csr asks for {}, re-attestation is for {node_id}",
+                    csr.spiffe_id
+                ),
+            ));
+        }
+        sign(&auth, &csr, &[], None)
+    }
+    .await;
+    audited(ctx, "reattest", who, &caller.remote, wanted, out)
 }
 
 async fn check_not_banned(ctx: &Ctx, node: &str) -> Result<(), Refusal> {

@@ -21,7 +21,10 @@ use crate::policy::IssuancePolicy;
 use crate::seal::Kek;
 use crate::spiffe::TrustDomain;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_reattest.sql")),
+];
 /// Advisory lock key serialising migrations between replicas starting together.
 const MIGRATION_LOCK: i64 = 0x6d65_7368_6564;
 
@@ -499,6 +502,44 @@ impl CaStore for PgStore {
             .await
             .map_err(self.err())?;
         Ok(n > 0)
+    }
+
+    async fn set_attestation_key(&self, node: &str, key: &[u8]) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO attestation_keys (node, key) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE SET key = $2",
+            &[&node, &key],
+        )
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn attestation_key(&self, node: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT key FROM attestation_keys WHERE node = $1", &[&node])
+            .await
+            .map_err(self.err())?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn use_nonce(&self, nonce: &str, now: i64, keep_secs: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM reattest_nonces WHERE seen_at < $1",
+            &[&(now - keep_secs)],
+        )
+        .await
+        .map_err(self.err())?;
+        let n = c
+            .execute(
+                "INSERT INTO reattest_nonces (nonce, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&nonce, &now],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(n == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, parent TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_parent ON entries(parent);
+CREATE TABLE IF NOT EXISTS attestation_keys (
+    node TEXT PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reattest_nonces (
+    nonce TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS bans (
     node TEXT PRIMARY KEY, reason TEXT NOT NULL, created_at INTEGER NOT NULL);
 ";
@@ -172,6 +176,41 @@ impl CaStore for SqliteStore {
         self.with(|c| {
             c.execute("DELETE FROM entries WHERE id = ?1", params![id])
                 .map(|n| n > 0)
+        })
+    }
+
+    async fn set_attestation_key(&self, node: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO attestation_keys (node, key) VALUES (?1, ?2)",
+                params![node, key],
+            )
+            .map(|_| ())
+        })
+    }
+
+    async fn attestation_key(&self, node: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT key FROM attestation_keys WHERE node = ?1",
+                params![node],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    async fn use_nonce(&self, nonce: &str, now: i64, keep_secs: i64) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM reattest_nonces WHERE seen_at < ?1",
+                params![now - keep_secs],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO reattest_nonces (nonce, seen_at) VALUES (?1, ?2)",
+                params![nonce, now],
+            )
+            .map(|n| n == 1)
         })
     }
 
