@@ -571,3 +571,66 @@ async fn a_node_reattests_with_its_attestation_key_but_never_by_replay() {
         "no_attestation_key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_intermediate_rotates_before_it_expires_and_caps_svid_lifetimes() {
+    let dir = TempDir::new("rotate-inter");
+    run_ok(
+        meshedge()
+            .args([
+                "ca",
+                "init",
+                "--trust-domain",
+                "example.org",
+                "--min-ttl",
+                "1s",
+                "--default-ttl",
+                "3s",
+                "--max-ttl",
+                "3s",
+                "--intermediate-ttl",
+                "8s",
+                "--root-ttl",
+                "1h",
+                "--state-dir",
+            ])
+            .arg(dir.join("ca")),
+    );
+    let ca = Ca::start(dir);
+    let node = enrolled(&ca, "n1").await;
+    let first = leaf_of(&node.chain_pem);
+    let first_not_after = check_x509_svid(&first).unwrap().not_after;
+    let listing = ca.cli(&["ca", "root", "list"]);
+    assert!(listing.contains("intermediate g2"), "{listing}");
+    // Rotation is due once less than 2 x max_ttl (6 s) remains of the 8 s intermediate.
+    let rotated = poll(Duration::from_secs(20), || {
+        let l = ca.cli(&["ca", "root", "list"]);
+        (!l.contains("intermediate g2")).then_some(l)
+    })
+    .expect("the intermediate was rotated");
+    assert!(rotated.contains("intermediate g3"), "{rotated}");
+    // New SVIDs come from the new intermediate and verify with openssl.
+    let fresh = poll(Duration::from_secs(10), || {
+        let node_name = format!("m{}", rand::random::<u32>());
+        let token = ca.cli(&["ca", "token", "create", "--node", &node_name]);
+        let n = futures_block(Node::enroll(&ca.anonymous(), &token, &node_name)).ok()?;
+        (n.chain_pem != node.chain_pem && !n.chain_pem.contains(&pem_block(&node.chain_pem, 1)))
+            .then_some(n)
+    })
+    .expect("an SVID signed by the new intermediate");
+    openssl_verify(ca.dir.path(), &ca.bundle(), &fresh.chain_pem).unwrap();
+    // SVIDs never outlive their intermediate.
+    let inter = certs_from_pem(&fresh.chain_pem).unwrap()[1].to_vec();
+    let inter_not_after = meshedge_ca::svid::not_after_of(&inter).unwrap();
+    assert!(
+        check_x509_svid(&leaf_of(&fresh.chain_pem))
+            .unwrap()
+            .not_after
+            <= inter_not_after
+    );
+    assert!(first_not_after <= time::OffsetDateTime::now_utc() + time::Duration::seconds(10));
+}
+
+fn pem_block(chain_pem: &str, i: usize) -> String {
+    pem::encode(&pem::parse_many(chain_pem).unwrap()[i])
+}

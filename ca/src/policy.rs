@@ -101,7 +101,9 @@ impl IssuancePolicy {
         not_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> bool {
-        let half = not_before + (not_after - not_before) / 2;
+        // `not_before` is backdated for clock skew; the life to halve starts at issuance.
+        let issued = not_before + crate::pki::BACKDATE;
+        let half = issued + (not_after - issued) / 2;
         now >= half || not_after - now < Duration::seconds(2 * self.max_ttl_secs as i64)
     }
 }
@@ -139,8 +141,9 @@ mod tests {
     fn rotation_table() {
         let p = IssuancePolicy::default();
         let week = 7 * 24 * 3600;
-        assert!(!p.intermediate_needs_rotation(t(0), t(week), t(week / 2 - 1)));
-        assert!(p.intermediate_needs_rotation(t(0), t(week), t(week / 2)));
+        // not_before is backdated 30 s; half of the life counts from issuance.
+        assert!(!p.intermediate_needs_rotation(t(-30), t(week), t(week / 2 - 1)));
+        assert!(p.intermediate_needs_rotation(t(-30), t(week), t(week / 2)));
         // Short-lived intermediate: rotate once less than 2 * max_ttl remains.
         assert!(p.intermediate_needs_rotation(t(0), t(3 * 86400), t(86400 + 1)));
     }

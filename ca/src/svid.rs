@@ -50,6 +50,11 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, SvidError> {
     Ok(cert)
 }
 
+/// The expiry of any certificate (leaf or CA).
+pub fn not_after_of(der: &[u8]) -> Result<OffsetDateTime, SvidError> {
+    Ok(parse(der)?.validity().not_after.to_datetime())
+}
+
 /// The SPIFFE ID of a certificate (its single URI SAN). Use on verified peer certs.
 pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, SvidError> {
     let cert = parse(der)?;
