@@ -7,6 +7,7 @@
 //! - [`supervisor`]: runs the local gateway as a child, restarts, drains and rolls it.
 //! - [`advertise`]: DNS-SD registration of ready gateways; [`vip`]: addresses on
 //!   interfaces; [`config`]: the fleet config file.
+//! - [`run`]: the task tying them together ([`run_fleet`], [`FleetArgs`]).
 //! - [`metrics`]: metric names.
 
 pub mod advertise;
@@ -16,7 +17,9 @@ pub mod membership;
 pub mod metrics;
 pub mod policy;
 pub mod rendezvous;
+pub mod run;
 pub mod supervisor;
 pub mod vip;
 
 pub use policy::{GatewayAction, GatewayState, MemberView, Placement, PlacementConfig};
+pub use run::{run_fleet, FleetArgs, FleetError};

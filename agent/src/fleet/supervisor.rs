@@ -113,8 +113,8 @@ enum Control {
     Roll(GatewaySpec, oneshot::Sender<Result<(), SupervisorError>>),
 }
 
-/// Handle of a supervisor task.
-#[derive(Debug)]
+/// Handle of a supervisor task (clones control the same task).
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     tx: mpsc::Sender<Control>,
     status: watch::Receiver<SupervisorStatus>,
