@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl curl:curl dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2; do
+for pair in openssl:openssl curl:curl promtool:prometheus dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -20,6 +21,12 @@ fi
 # Debian's packages start their daemons on install on some machines; the tests start
 # their own instances (DNS servers, a PostgreSQL cluster in a temp dir run as the postgres
 # user) on 127.0.0.x ports and never use the system ones.
+
+# The agent's interop test drives the Workload API with the Python SPIFFE client (py-spiffe).
+if ! python3 -c 'import spiffe' >/dev/null 2>&1; then
+  echo "test.sh: pip install spiffe" >&2
+  python3 -m pip install -q spiffe 2>/dev/null || python3 -m pip install -q --break-system-packages spiffe
+fi
 
 export PATH="$PATH:/usr/sbin:/sbin"
 export CARGO_TERM_COLOR=never

@@ -188,7 +188,7 @@ pub enum EndpointsConfig {
 }
 
 /// `[clusters.<name>]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// Name.
     pub name: String,

@@ -13,5 +13,18 @@
 //! - [`gateway`]: wires it all, reloads, drains.
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
+pub mod balance;
+pub mod cluster;
 pub mod config;
+pub mod endpoint;
+pub mod gateway;
+pub mod headers;
+pub mod identity;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod resilience;
 pub mod route;
+pub mod upstream;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use meshedge_edge::config;
+use meshedge_edge::gateway::Gateway;
 
 /// `meshedge edge` arguments.
 #[derive(Debug, clap::Args)]
@@ -22,8 +23,35 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     if args.check {
         return Ok(check(&args.config));
     }
-    eprintln!("meshedge edge: serving is not built yet (issue 5); --check works");
-    Ok(ExitCode::from(2))
+    let gateway = match Gateway::start(&args.config, crate::telemetry::prometheus()).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("meshedge edge: {}", error_chain(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let addrs = gateway.addrs();
+    println!("edge listening on {}", addrs.https);
+    if let Some(a) = addrs.http3 {
+        println!("http3 listening on {a}");
+    }
+    if let Some(a) = addrs.redirect {
+        println!("redirect listening on {a}");
+    }
+    println!("admin listening on {}", addrs.admin);
+    gateway.run().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

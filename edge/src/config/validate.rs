@@ -176,7 +176,7 @@ pub fn validate(
     });
     let admin = c.addr("admin.address", &raw.admin.address);
     if let (Some(a), Some(l)) = (admin, address) {
-        if a == l {
+        if a == l && a.port() != 0 {
             c.fail(
                 "admin.address",
                 format!("same address as listener.address ({a})"),

@@ -1,0 +1,125 @@
+//! Building a [`Runtime`] from a validated config: certificates, identity, access log,
+//! clusters (unchanged clusters keep their pools and counters across reloads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::access_log::AccessLog;
+use crate::cluster::Cluster;
+use crate::config::{ClusterConfig, Config, EndpointsConfig};
+use crate::endpoint::{Endpoint, EndpointSnapshot, EndpointSource, StaticEndpoints};
+use crate::identity::{ClientCertResolver, Identity, IdentityError, ServingCerts};
+use crate::proxy::Runtime;
+use crate::upstream::{client_tls, UpstreamClient};
+
+/// Why a config could not be turned into a running state.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A certificate, key or bundle.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The access-log file.
+    #[error("access_log.output: cannot open")]
+    AccessLog(#[source] std::io::Error),
+    /// The TLS config of a cluster.
+    #[error("clusters.{cluster}: tls setup")]
+    ClusterTls {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Files loaded for a config.
+pub struct Material {
+    /// Serving certificates.
+    pub serving: ServingCerts,
+    /// The gateway's SVID and bundle.
+    pub identity: Identity,
+}
+
+impl Material {
+    /// Loads every file `config` names.
+    pub fn load(config: &Config) -> Result<Self, BuildError> {
+        Ok(Self {
+            serving: ServingCerts::load(&config.listener.certificates)?,
+            identity: Identity::load(&config.identity)?,
+        })
+    }
+}
+
+/// A DNS-SD cluster before the discovery crate is wired in: no endpoints, marked stale.
+#[derive(Debug)]
+struct PendingDnsSd;
+
+impl EndpointSource for PendingDnsSd {
+    fn snapshot(&self) -> EndpointSnapshot {
+        EndpointSnapshot {
+            version: 0,
+            endpoints: Arc::from(Vec::<Endpoint>::new()),
+            stale: true,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "dns_sd"
+    }
+}
+
+fn source(c: &ClusterConfig) -> Arc<dyn EndpointSource> {
+    match &c.endpoints {
+        EndpointsConfig::Static(list) => {
+            Arc::new(StaticEndpoints::new(list.iter().map(Endpoint::from)))
+        }
+        EndpointsConfig::DnsSd { service, .. } => {
+            tracing::warn!(cluster = %c.name, %service, "dns_sd clusters are not served yet: no endpoints");
+            Arc::new(PendingDnsSd)
+        }
+    }
+}
+
+/// Builds a runtime for `config`. Clusters of `previous` whose config and trust bundle did
+/// not change are reused (their pools and counters survive the reload).
+pub fn runtime(
+    config: Arc<Config>,
+    material: &Material,
+    svid: &Arc<ClientCertResolver>,
+    previous: Option<(&Runtime, &Identity)>,
+) -> Result<Runtime, BuildError> {
+    let access_log = match previous {
+        Some((rt, _)) if rt.config.access_log == config.access_log => rt.access_log.clone(),
+        _ => Arc::new(AccessLog::open(&config.access_log).map_err(BuildError::AccessLog)?),
+    };
+    let mut clusters = BTreeMap::new();
+    for (name, c) in &config.clusters {
+        let reuse = previous.and_then(|(rt, old_identity)| {
+            let old = rt.clusters.get(name)?;
+            (old.config() == c && old_identity.roots == material.identity.roots)
+                .then(|| old.clone())
+        });
+        let cluster = match reuse {
+            Some(old) => old,
+            None => {
+                let tls =
+                    client_tls(&material.identity.roots, c, svid.clone()).map_err(|source| {
+                        BuildError::ClusterTls {
+                            cluster: name.clone(),
+                            source,
+                        }
+                    })?;
+                Arc::new(Cluster::new(
+                    c.clone(),
+                    source(c),
+                    UpstreamClient::new(c, tls),
+                ))
+            }
+        };
+        clusters.insert(name.clone(), cluster);
+    }
+    Ok(Runtime {
+        config,
+        clusters,
+        access_log,
+    })
+}

@@ -1,0 +1,127 @@
+//! Request and response header rules, pure: `x-request-id`, `x-forwarded-for`/`-proto`,
+//! W3C `traceparent`, hop-by-hop removal. Randomness comes in as an argument.
+
+use std::net::IpAddr;
+
+use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Headers that concern one connection only and are never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "http2-settings",
+];
+
+/// True for an `x-request-id` worth keeping: 1-128 visible ASCII characters.
+pub fn is_valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+/// The trace id and flags of a valid version-00 `traceparent`.
+pub fn parse_traceparent(v: &HeaderValue) -> Option<(&str, &str)> {
+    let s = v.to_str().ok()?;
+    let mut parts = s.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    ok.then_some((trace, flags))
+}
+
+fn random_hex(rng: &mut impl Rng, bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        s.push_str(&format!("{:02x}", rng.random::<u8>()));
+    }
+    s
+}
+
+/// Removes hop-by-hop headers: `connection` and the names it lists, `transfer-encoding`,
+/// `upgrade`, `te` unless it is exactly `trailers`, and the fixed list above.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    headers.remove(CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(TE);
+    }
+}
+
+/// Prepares a request's headers for an upstream and returns its request id:
+/// hop-by-hop headers removed, `x-request-id` kept (if valid) or set, client IP appended to
+/// `x-forwarded-for`, `x-forwarded-proto: https`, `traceparent` continued or started.
+pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl Rng) -> HeaderValue {
+    strip_hop_by_hop(headers);
+    let request_id = match headers.get(X_REQUEST_ID) {
+        Some(v) if is_valid_request_id(v) => v.clone(),
+        _ => HeaderValue::from_str(&random_hex(rng, 16)).expect("hex is a valid header value"),
+    };
+    headers.insert(X_REQUEST_ID, request_id.clone());
+
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    headers.remove(X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+
+    let parent = random_hex(rng, 8);
+    let tp = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
+        Some((trace, flags)) => format!("00-{trace}-{parent}-{flags}"),
+        None => format!("00-{}-{parent}-00", random_hex(rng, 16)),
+    };
+    headers.insert(
+        TRACEPARENT,
+        HeaderValue::from_str(&tp).expect("hex is a valid header value"),
+    );
+    request_id
+}
+
+#[cfg(test)]
+mod tests;

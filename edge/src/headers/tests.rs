@@ -1,0 +1,119 @@
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn prepared(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = map(pairs);
+    let mut rng = StdRng::seed_from_u64(7);
+    let id = prepare_request(&mut h, "192.0.2.7".parse().unwrap(), &mut rng);
+    assert_eq!(h.get(X_REQUEST_ID), Some(&id));
+    h
+}
+
+#[test]
+fn request_id_kept_when_valid_else_new() {
+    let cases = [
+        (Some("abc-123"), true),
+        (Some(""), false),
+        (Some("has space"), false),
+        (Some(&*"x".repeat(129)), false),
+        (None, false),
+    ];
+    for (incoming, kept) in cases {
+        let h = match incoming {
+            Some(v) => prepared(&[("x-request-id", v)]),
+            None => prepared(&[]),
+        };
+        let got = h.get(X_REQUEST_ID).unwrap().to_str().unwrap();
+        if kept {
+            assert_eq!(Some(got), incoming);
+        } else {
+            assert_eq!(got.len(), 32, "{got}");
+            assert!(got.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+}
+
+#[test]
+fn forwarded_headers() {
+    let h = prepared(&[]);
+    assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "192.0.2.7");
+    assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
+    let h = prepared(&[
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-proto", "http"),
+    ]);
+    assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");
+    assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
+}
+
+#[test]
+fn traceparent_continued_or_started() {
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let h = prepared(&[("traceparent", incoming)]);
+    let out = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+    assert!(
+        out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{out}"
+    );
+    assert!(out.ends_with("-01"));
+    assert_ne!(out, incoming, "a new parent id");
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "garbage",
+    ] {
+        let h = prepared(&[("traceparent", bad)]);
+        let out = h.get(TRACEPARENT).unwrap();
+        assert!(parse_traceparent(out).is_some(), "{out:?}");
+        assert!(
+            !out.to_str().unwrap().contains("4bf92f35") || bad.starts_with("00-4BF"),
+            "{bad} continued"
+        );
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_removed() {
+    let h = prepared(&[
+        ("connection", "keep-alive, x-private"),
+        ("x-private", "1"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+        ("proxy-authorization", "Basic x"),
+        ("x-kept", "yes"),
+    ]);
+    for gone in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} kept");
+    }
+    assert_eq!(h.get("x-kept").unwrap(), "yes");
+    let h = prepared(&[("te", "trailers")]);
+    assert_eq!(h.get("te").unwrap(), "trailers");
+}

@@ -1,0 +1,247 @@
+//! Certificates from files: the serving certificates chosen by SNI and the gateway's own
+//! SVID presented to upstreams. Both sit behind resolvers whose content is swapped when the
+//! files change, so new handshakes use new certificates and nothing restarts.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
+use time::OffsetDateTime;
+
+use crate::config::{CertificateConfig, IdentityConfig};
+use crate::route::HostMatch;
+
+/// A certificate, key or bundle file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Unreadable or not PEM.
+    #[error("{path}: cannot read PEM")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// No `CERTIFICATE` block.
+    #[error("{path}: no certificate in the file")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key is not usable or does not match the certificate.
+    #[error("{key}: key unusable with {cert}")]
+    Key {
+        /// Certificate file.
+        cert: PathBuf,
+        /// Key file.
+        key: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Reads a PEM chain and its key into a rustls `CertifiedKey` (key checked against leaf).
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, IdentityError> {
+    let chain = load_certs(cert)?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|source| IdentityError::Pem {
+        path: key.to_owned(),
+        source,
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, der, &provider).map_err(|source| IdentityError::Key {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Reads every certificate of a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let pem_err = |source| IdentityError::Pem {
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err)?;
+    if certs.is_empty() {
+        return Err(IdentityError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The `notAfter` of a DER certificate.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<OffsetDateTime> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(c.validity().not_after.to_datetime())
+}
+
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<HostMatch> {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(cert) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => HostMatch::parse(d).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serving certificates with the names each serves.
+#[derive(Clone)]
+pub struct ServingCerts {
+    entries: Vec<(Vec<HostMatch>, Arc<CertifiedKey>)>,
+}
+
+impl fmt::Debug for ServingCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(names, _)| names))
+            .finish()
+    }
+}
+
+impl ServingCerts {
+    /// Loads every configured certificate (names from the config, else from the cert).
+    pub fn load(certs: &[CertificateConfig]) -> Result<Self, IdentityError> {
+        let entries = certs
+            .iter()
+            .map(|c| {
+                let ck = load_certified_key(&c.cert, &c.key)?;
+                let names = if c.server_names.is_empty() {
+                    dns_names(&ck.cert[0])
+                } else {
+                    c.server_names.clone()
+                };
+                Ok((names, Arc::new(ck)))
+            })
+            .collect::<Result<Vec<_>, IdentityError>>()?;
+        Ok(Self { entries })
+    }
+
+    /// The certificate for an SNI name: exact names first, then wildcards, else the first.
+    pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let pick = sni
+            .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+            .and_then(|s| {
+                let exact = self.entries.iter().find(|(names, _)| {
+                    names
+                        .iter()
+                        .any(|n| matches!(n, HostMatch::Exact(_)) && n.matches(&s))
+                });
+                exact.or_else(|| {
+                    self.entries
+                        .iter()
+                        .find(|(names, _)| names.iter().any(|n| n.matches(&s)))
+                })
+            });
+        pick.or(self.entries.first()).map(|(_, ck)| ck.clone())
+    }
+
+    /// Leaf certificates in config order.
+    pub fn leaves(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.entries.iter().map(|(_, ck)| &ck.cert[0])
+    }
+}
+
+/// `ResolvesServerCert` over swappable [`ServingCerts`].
+#[derive(Debug)]
+pub struct ServerCertResolver(ArcSwap<ServingCerts>);
+
+impl ServerCertResolver {
+    /// A resolver serving `certs`.
+    pub fn new(certs: ServingCerts) -> Arc<Self> {
+        Arc::new(Self(ArcSwap::from_pointee(certs)))
+    }
+
+    /// Replaces the certificates; new handshakes use them.
+    pub fn swap(&self, certs: ServingCerts) {
+        self.0.store(Arc::new(certs));
+    }
+}
+
+impl ResolvesServerCert for ServerCertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().select(hello.server_name())
+    }
+}
+
+/// The gateway's SVID and trust bundle, as loaded from files.
+#[derive(Clone)]
+pub struct Identity {
+    /// SVID chain and key.
+    pub svid: Arc<CertifiedKey>,
+    /// Trust bundle roots.
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads `[identity]`.
+    pub fn load(c: &IdentityConfig) -> Result<Self, IdentityError> {
+        Ok(Self {
+            svid: Arc::new(load_certified_key(&c.cert, &c.key)?),
+            roots: load_certs(&c.bundle)?,
+        })
+    }
+}
+
+/// `ResolvesClientCert` presenting the current SVID; swapped on rotation.
+#[derive(Debug)]
+pub struct ClientCertResolver(ArcSwap<CertifiedKey>);
+
+impl ClientCertResolver {
+    /// A resolver presenting `svid`.
+    pub fn new(svid: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(Self(ArcSwap::new(svid)))
+    }
+
+    /// Replaces the SVID; new upstream connections present it.
+    pub fn swap(&self, svid: Arc<CertifiedKey>) {
+        self.0.store(svid);
+    }
+
+    /// The SVID presented now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0.load_full()
+    }
+}
+
+impl ResolvesClientCert for ClientCertResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

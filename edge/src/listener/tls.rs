@@ -1,0 +1,149 @@
+//! The TLS listener: accepts TCP, completes the TLS handshake (SNI picks the certificate,
+//! ALPN picks h2 or http/1.1), then serves the connection with hyper under the listener's
+//! limits: request-head timeout and size, HTTP/2 stream and reset limits.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use super::{wait_true, Lifecycle};
+use crate::config::ListenerLimits;
+use crate::identity::ServerCertResolver;
+use crate::metrics as m;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// The rustls server config of the listener: certificates from `resolver`, ALPN h2 then
+/// http/1.1, TLS 1.2 and 1.3.
+pub fn server_tls(
+    resolver: Arc<ServerCertResolver>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts connections on `listener` until `life.stop_accepting`; `limits` is read for
+/// every new connection so reloads apply to new connections.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    proxy: Arc<Proxy>,
+    limits: impl Fn() -> ListenerLimits + Send + 'static,
+    life: Lifecycle,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(limits().max_connections));
+    let mut stop = life.stop_accepting.clone();
+    loop {
+        let permit = tokio::select! {
+            _ = wait_true(&mut stop) => break,
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = wait_true(&mut stop) => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        metrics::counter!(m::CONNECTIONS_TOTAL, "protocol" => "tcp").increment(1);
+        let conn_life = life.clone();
+        let span =
+            tracing::info_span!("connection", client = %peer, protocol = tracing::field::Empty);
+        let (acceptor, proxy, limits) = (acceptor.clone(), proxy.clone(), limits());
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                metrics::gauge!(m::CONNECTIONS_OPEN, "protocol" => "tcp").increment(1.0);
+                connection(tcp, peer, acceptor, proxy, limits, conn_life).await;
+                metrics::gauge!(m::CONNECTIONS_OPEN, "protocol" => "tcp").decrement(1.0);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    tracing::info!("tls listener stopped accepting");
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    limits: ListenerLimits,
+    mut life: Lifecycle,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
+            tracing::debug!(error = %e, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "timeout").increment(1);
+            return;
+        }
+    };
+    metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "ok").increment(1);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let protocol = if h2 { "h2" } else { "h1" };
+    tracing::Span::current().record("protocol", protocol);
+    let info = ConnInfo {
+        client: peer,
+        protocol,
+    };
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+        .max_header_list_size(limits.max_header_bytes);
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = wait_true(&mut life.drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

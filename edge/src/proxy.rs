@@ -1,0 +1,315 @@
+//! The request path: route -> headers -> cluster pick -> upstream call -> report -> response.
+//! Every listener (h1/h2 over TLS, HTTP/3) hands requests to [`Proxy::handle`].
+
+mod body;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+pub use body::{full, ProxyBody};
+
+use crate::access_log::{AccessEntry, AccessLog};
+use crate::balance::{Outcome, PickContext};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics as m;
+use crate::route::{normalize_host, RequestInfo};
+use crate::upstream::{find_cause, BoxError, FailureKind};
+
+/// Everything a request needs; swapped as a whole on reload, so a request runs on one
+/// consistent config from start to end.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The config.
+    pub config: Arc<Config>,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Access log.
+    pub access_log: Arc<AccessLog>,
+}
+
+/// About the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Client address.
+    pub client: SocketAddr,
+    /// `h1`, `h2` or `h3`.
+    pub protocol: &'static str,
+}
+
+/// The request handler shared by all listeners.
+#[derive(Debug)]
+pub struct Proxy {
+    runtime: Arc<ArcSwap<Runtime>>,
+    alt_svc: Option<HeaderValue>,
+}
+
+/// The `x-meshedge-error` header: why the gateway answered a request itself.
+pub const X_MESHEDGE_ERROR: http::HeaderName = http::HeaderName::from_static("x-meshedge-error");
+
+impl Proxy {
+    /// A handler over `runtime`; `alt_svc` is added to responses on TCP listeners.
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, alt_svc: Option<HeaderValue>) -> Self {
+        Self { runtime, alt_svc }
+    }
+
+    /// The current runtime.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Handles one request.
+    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut resp = self.route(req, conn).await;
+        if conn.protocol != "h3" {
+            if let Some(v) = &self.alt_svc {
+                resp.headers_mut().insert(http::header::ALT_SVC, v.clone());
+            }
+        }
+        resp
+    }
+
+    async fn route<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let rt = self.runtime.load_full();
+        let (mut parts, body) = req.into_parts();
+        let host_raw = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let host = normalize_host(&host_raw);
+        let mut entry = AccessEntry {
+            client: Some(conn.client),
+            protocol: conn.protocol,
+            method: parts.method.to_string(),
+            host: host.clone(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            request_bytes: parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            ..Default::default()
+        };
+        let (request_id, roll) = {
+            let mut rng = rand::rng();
+            let id = headers::prepare_request(&mut parts.headers, conn.client.ip(), &mut rng);
+            (id, rng.random::<u32>())
+        };
+        entry.request_id = request_id.to_str().unwrap_or_default().to_owned();
+        let info = RequestInfo {
+            host: &host,
+            path: parts.uri.path(),
+            method: &parts.method,
+            headers: &parts.headers,
+        };
+        let Some(route) = rt.config.routes.find(&info) else {
+            metrics::counter!(m::NO_ROUTE_TOTAL).increment(1);
+            return self.local(
+                &rt,
+                entry,
+                started,
+                StatusCode::NOT_FOUND,
+                "no_route",
+                &request_id,
+            );
+        };
+        entry.route = route.name.clone();
+        if entry
+            .request_bytes
+            .is_some_and(|n| n > route.max_request_body_bytes)
+        {
+            metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large").increment(1);
+            return self.local(
+                &rt,
+                entry,
+                started,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &request_id,
+            );
+        }
+        let cluster_name = route.pick_cluster(roll);
+        entry.cluster = cluster_name.to_owned();
+        let Some(cluster) = rt.clusters.get(cluster_name) else {
+            return self.local(
+                &rt,
+                entry,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_cluster",
+                &request_id,
+            );
+        };
+        let pick = match cluster.pick(&PickContext::default()) {
+            Ok(p) => p,
+            Err(_) => {
+                metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => cluster_name.to_owned(), "reason" => "no_endpoint").increment(1);
+                return self.local(
+                    &rt,
+                    entry,
+                    started,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_endpoint",
+                    &request_id,
+                );
+            }
+        };
+        entry.upstream = pick.address().to_string();
+
+        if !parts.headers.contains_key(HOST) && !host_raw.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&host_raw) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        let pq = route.rewrite_path(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+        parts.uri = match pq.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return self.local(
+                    &rt,
+                    entry,
+                    started,
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    &request_id,
+                )
+            }
+        };
+        let limit = usize::try_from(route.max_request_body_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(body.map_err(Into::into), limit).boxed_unsync();
+        let upstream_req = Request::from_parts(parts, body);
+
+        let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
+        let span = tracing::info_span!(
+            "upstream",
+            cluster = %cluster.name(),
+            zone = pick.endpoint().zone.as_deref().unwrap_or(""),
+            endpoint = %pick.address(),
+        );
+        let result = tokio::time::timeout(timeout, cluster.send(&pick, upstream_req))
+            .instrument(span)
+            .await;
+        entry.upstream_duration = Some(started.elapsed());
+        let (status, reason) = match result {
+            Ok(Ok(resp)) => {
+                cluster.report(pick, Outcome::Response(resp.status()), Instant::now());
+                return self.forward(&rt, entry, started, resp, &request_id);
+            }
+            Ok(Err(e)) if find_cause::<LengthLimitError>(&e).is_some() => {
+                cluster.report(pick, Outcome::Cancelled, Instant::now());
+                metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
+                    .increment(1);
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, cause = ?e.source, "upstream call failed");
+                cluster.report(pick, Outcome::Failed(e.kind), Instant::now());
+                (StatusCode::BAD_GATEWAY, e.kind.as_str())
+            }
+            Err(_) => {
+                cluster.report(pick, Outcome::Failed(FailureKind::Timeout), Instant::now());
+                (StatusCode::GATEWAY_TIMEOUT, "timeout")
+            }
+        };
+        self.local(&rt, entry, started, status, reason, &request_id)
+    }
+
+    fn forward(
+        &self,
+        rt: &Runtime,
+        mut entry: AccessEntry,
+        started: Instant,
+        resp: Response<hyper::body::Incoming>,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        parts.version = http::Version::default();
+        entry.status = parts.status.as_u16();
+        count(&entry, started);
+        Response::from_parts(
+            parts,
+            body::logged(body, entry, rt.access_log.clone(), started),
+        )
+    }
+
+    fn local(
+        &self,
+        rt: &Runtime,
+        mut entry: AccessEntry,
+        started: Instant,
+        status: StatusCode,
+        reason: &'static str,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        entry.status = status.as_u16();
+        entry.error = reason;
+        count(&entry, started);
+        let text = format!("{} {}\n", status.as_u16(), reason.replace('_', " "));
+        let mut resp = Response::new(body::logged(
+            http_body_util::Full::new(Bytes::from(text)),
+            entry,
+            rt.access_log.clone(),
+            started,
+        ));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(X_REQUEST_ID, request_id.clone());
+        h.insert(X_MESHEDGE_ERROR, HeaderValue::from_static(reason));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+fn count(entry: &AccessEntry, started: Instant) {
+    metrics::counter!(
+        m::REQUESTS_TOTAL,
+        "route" => entry.route.clone(),
+        "cluster" => entry.cluster.clone(),
+        "status" => entry.status.to_string(),
+        "protocol" => entry.protocol,
+    )
+    .increment(1);
+    metrics::histogram!(
+        m::REQUEST_DURATION_SECONDS,
+        "route" => entry.route.clone(),
+        "cluster" => entry.cluster.clone(),
+    )
+    .record(started.elapsed().as_secs_f64());
+}

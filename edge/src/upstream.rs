@@ -1,0 +1,382 @@
+//! The pooled mTLS client of one cluster: TCP + TLS with the gateway's SVID, the upstream
+//! verified by chain to the bundle and by SPIFFE ID ([`SpiffeServerVerifier`]), HTTP/1.1 or
+//! HTTP/2 by ALPN, keep-alive connections pooled per endpoint (hyper-util's pool).
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, UnexpectedPeerId};
+use meshedge_ca::SpiffeId;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::identity::ClientCertResolver;
+use crate::metrics as m;
+
+/// Error type of bodies sent upstream.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// Request body sent upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why an upstream call failed, coarse enough for retry and outlier decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// TCP connect refused, unreachable or timed out.
+    Connect,
+    /// TLS handshake failed (not an identity mismatch).
+    Tls,
+    /// The upstream's SPIFFE ID is not allowed by the cluster.
+    Identity,
+    /// No response head in time.
+    Timeout,
+    /// The connection broke or the peer spoke bad HTTP.
+    Protocol,
+}
+
+impl FailureKind {
+    /// The `reason` label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Identity => "identity",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
+
+    /// True when the request provably never reached the upstream application.
+    pub fn is_never_sent(&self) -> bool {
+        matches!(self, Self::Connect | Self::Tls | Self::Identity)
+    }
+}
+
+/// Failure to open a connection to an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP failed.
+    #[error("tcp connect to {addr}")]
+    Tcp {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP + TLS took longer than the connect timeout.
+    #[error("connect to {addr} timed out")]
+    Timeout {
+        /// The endpoint.
+        addr: SocketAddr,
+    },
+    /// The TLS handshake failed.
+    #[error("tls handshake with {addr}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream presented a valid SVID with an ID the cluster does not allow.
+    #[error("{addr} presented {presented}, cluster allows {allowed:?}")]
+    IdentityMismatch {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What it presented.
+        presented: SpiffeId,
+        /// What the cluster allows.
+        allowed: AllowedIds,
+    },
+    /// The URI handed to the connector has no `IP:PORT` authority (a bug).
+    #[error("upstream uri {uri} has no IP:PORT authority")]
+    BadUri {
+        /// The URI.
+        uri: String,
+    },
+}
+
+impl ConnectError {
+    /// The failure class.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Tcp { .. } | Self::Timeout { .. } | Self::BadUri { .. } => FailureKind::Connect,
+            Self::Tls { .. } => FailureKind::Tls,
+            Self::IdentityMismatch { .. } => FailureKind::Identity,
+        }
+    }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+pub fn find_cause<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn unexpected_peer(e: &std::io::Error) -> Option<UnexpectedPeerId> {
+    let rustls_err = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match rustls_err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.downcast_ref::<UnexpectedPeerId>().cloned()
+        }
+        _ => None,
+    }
+}
+
+/// Builds the rustls client config of a cluster: SPIFFE verification with the cluster's
+/// allowed IDs, the gateway's SVID as client certificate, ALPN by protocol.
+pub fn client_tls(
+    roots: &[CertificateDer<'static>],
+    cluster: &ClusterConfig,
+    svid: Arc<ClientCertResolver>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let verifier = SpiffeServerVerifier::new(roots, cluster.allowed_ids.clone())
+        .map_err(|e| rustls::Error::General(format!("trust bundle: {e}")))?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_client_cert_resolver(svid);
+    cfg.alpn_protocols = match cluster.protocol {
+        UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// Opens mTLS connections for hyper-util's pool.
+#[derive(Clone)]
+pub struct MtlsConnector {
+    cluster: Arc<str>,
+    tls: TlsConnector,
+    server_name: Option<ServerName<'static>>,
+    connect_timeout: std::time::Duration,
+}
+
+impl MtlsConnector {
+    async fn connect(self, uri: Uri) -> Result<MtlsConn, ConnectError> {
+        let addr: SocketAddr = uri
+            .authority()
+            .and_then(|a| {
+                a.as_str()
+                    .trim_start_matches('[')
+                    .replace("]:", ":")
+                    .parse()
+                    .ok()
+            })
+            .or_else(|| uri.authority().and_then(|a| a.as_str().parse().ok()))
+            .ok_or_else(|| ConnectError::BadUri {
+                uri: uri.to_string(),
+            })?;
+        let fut = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnectError::Tcp { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            let name = self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+            self.tls
+                .connect(name, tcp)
+                .await
+                .map_err(|source| match unexpected_peer(&source) {
+                    Some(p) => ConnectError::IdentityMismatch {
+                        addr,
+                        presented: p.presented,
+                        allowed: p.allowed,
+                    },
+                    None => ConnectError::Tls { addr, source },
+                })
+        };
+        let result = match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout { addr }),
+        };
+        let cluster = self.cluster.to_string();
+        match &result {
+            Ok(_) => metrics::counter!(m::UPSTREAM_CONNECTIONS_TOTAL, "cluster" => cluster, "result" => "ok").increment(1),
+            Err(e) => {
+                if let ConnectError::IdentityMismatch { presented, allowed, .. } = e {
+                    metrics::counter!(m::IDENTITY_MISMATCH_TOTAL, "cluster" => cluster.clone()).increment(1);
+                    tracing::warn!(
+                        cluster = %cluster, endpoint = %addr, presented = %presented,
+                        allowed = ?allowed,
+                        "upstream identity mismatch: {addr} presented {presented}, cluster {cluster} allows {allowed:?}; request not sent"
+                    );
+                }
+                metrics::counter!(m::UPSTREAM_CONNECTIONS_TOTAL, "cluster" => cluster, "result" => e.kind().as_str()).increment(1);
+            }
+        }
+        let tls = result?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(MtlsConn {
+            io: TokioIo::new(tls),
+            h2,
+        })
+    }
+}
+
+impl tower_service::Service<Uri> for MtlsConnector {
+    type Response = MtlsConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<MtlsConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// An established mTLS connection to an endpoint.
+pub struct MtlsConn {
+    io: TokioIo<TlsStream<TcpStream>>,
+    h2: bool,
+}
+
+impl Connection for MtlsConn {
+    fn connected(&self) -> Connected {
+        if self.h2 {
+            Connected::new().negotiated_h2()
+        } else {
+            Connected::new()
+        }
+    }
+}
+
+impl hyper::rt::Read for MtlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for MtlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Why a call to an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream call to {addr} failed ({})", kind.as_str())]
+pub struct UpstreamError {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// The failure class.
+    pub kind: FailureKind,
+    /// The underlying error.
+    #[source]
+    pub source: BoxError,
+}
+
+impl UpstreamError {
+    /// True when a retry to another endpoint is safe for any request (never sent).
+    pub fn is_never_sent(&self) -> bool {
+        self.kind.is_never_sent()
+    }
+}
+
+/// The HTTP client of one cluster.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<MtlsConnector, UpstreamBody>,
+}
+
+impl UpstreamClient {
+    /// A client for `cluster` using `tls`.
+    pub fn new(cluster: &ClusterConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+        let connector = MtlsConnector {
+            cluster: cluster.name.as_str().into(),
+            tls: TlsConnector::from(tls),
+            server_name: cluster
+                .server_name
+                .as_deref()
+                .and_then(|s| ServerName::try_from(s.to_owned()).ok()),
+            connect_timeout: cluster.connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cluster.pool_idle_timeout)
+            .pool_max_idle_per_host(cluster.pool_max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(cluster.protocol == UpstreamProtocol::Http2)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends `req` (path and query only in its URI) to `addr`.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        *req.uri_mut() = Uri::builder()
+            .scheme("https")
+            .authority(addr.to_string())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| UpstreamError {
+                addr,
+                kind: FailureKind::Protocol,
+                source: e.into(),
+            })?;
+        *req.version_mut() = http::Version::HTTP_11;
+        self.client.request(req).await.map_err(|e| {
+            let kind =
+                find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
+            UpstreamError {
+                addr,
+                kind,
+                source: e.into(),
+            }
+        })
+    }
+}
