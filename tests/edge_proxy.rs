@@ -7,145 +7,15 @@
 mod edge;
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edge::*;
 use support::*;
 
-const EDGE_ID: &str = "spiffe://example.org/edge/e1";
-const PAY_ID: &str = "spiffe://example.org/svc/payments";
-const ROGUE_ID: &str = "spiffe://example.org/svc/rogue";
-const WEB_ID: &str = "spiffe://example.org/svc/web";
-
-struct World {
-    pki: Pki,
-    pay: Upstream,
-    rogue: Upstream,
-    edge: Edge,
-}
-
-fn write_config(
-    dir: &Path,
-    pki: &Pki,
-    serving: &SvidFiles,
-    me: &SvidFiles,
-    pay: &Upstream,
-    rogue: &Upstream,
-) -> std::path::PathBuf {
-    let cfg = format!(
-        r#"
-[gateway]
-name = "e1"
-drain_timeout = "5s"
-watch_interval = "200ms"
-
-[listener]
-address = "127.0.0.1:0"
-http3 = false
-
-[[listener.certificates]]
-cert = "{scert}"
-key = "{skey}"
-
-[admin]
-address = "127.0.0.1:0"
-
-[identity]
-cert = "{icert}"
-key = "{ikey}"
-bundle = "{bundle}"
-
-[access_log]
-output = "{log}"
-
-[clusters.payments]
-endpoints = ["{pay}"]
-allowed_ids = ["{PAY_ID}"]
-
-[clusters.payments-h1]
-endpoints = ["{pay}"]
-allowed_ids = ["{PAY_ID}"]
-protocol = "http1"
-
-[clusters.rogue]
-endpoints = ["{rogue}"]
-allowed_id_prefixes = ["spiffe://example.org/svc/payments"]
-
-[[routes]]
-name = "pay"
-match = {{ hosts = ["api.example.org"], path_prefix = "/pay" }}
-cluster = "payments"
-strip_prefix = true
-
-[[routes]]
-name = "pay-h1"
-match = {{ hosts = ["*.example.org"], path_prefix = "/h1", methods = ["GET"] }}
-cluster = "payments-h1"
-rewrite_prefix = "/v1"
-
-[[routes]]
-name = "rogue"
-match = {{ path_prefix = "/rogue" }}
-cluster = "rogue"
-"#,
-        scert = serving.cert.display(),
-        skey = serving.key.display(),
-        icert = me.cert.display(),
-        ikey = me.key.display(),
-        bundle = pki.bundle_path.display(),
-        log = dir.join("access.log").display(),
-        pay = pay.addr,
-        rogue = rogue.addr,
-    );
-    let path = dir.join("edge.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-async fn world(tag: &str) -> World {
-    let pki = Pki::start(
-        tag,
-        &[
-            (EDGE_ID, &[]),
-            (PAY_ID, &[]),
-            (ROGUE_ID, &[]),
-            (WEB_ID, &["api.example.org", "www.example.org"]),
-        ],
-    )
-    .await;
-    let serving = pki.svid(WEB_ID, "serving").await;
-    let me = pki.svid(EDGE_ID, "edge").await;
-    let pay_svid = pki.svid(PAY_ID, "pay").await;
-    let rogue_svid = pki.svid(ROGUE_ID, "rogue").await;
-    let pay = Upstream::start(&pki, &pay_svid, "payments").await;
-    let rogue = Upstream::start(&pki, &rogue_svid, "rogue").await;
-    let path = write_config(pki.dir.path(), &pki, &serving, &me, &pay, &rogue);
-    let edge = spawn_edge(&path, pki.dir.path());
-    World {
-        pki,
-        pay,
-        rogue,
-        edge,
-    }
-}
-
-async fn curl_async(w: &World, host: &str, path: &str, extra: &[&str]) -> CurlResult {
-    let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
-    let (host, path) = (host.to_owned(), path.to_owned());
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        curl(addr, &bundle, &host, &path, &extra)
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_over_mtls_with_header_rules_and_pooling() {
-    let w = world("edge-proxy").await;
+    let w = World::start("edge-proxy", "", "").await;
 
     // HTTP/2 client, h2 upstream (ALPN), prefix stripped, headers set.
     let r = curl_async(
@@ -287,7 +157,7 @@ async fn routes_over_mtls_with_header_rules_and_pooling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_and_metrics_pass_promtool() {
-    let w = world("edge-admin").await;
+    let w = World::start("edge-admin", "", "").await;
     let r = curl_async(&w, "api.example.org", "/pay/x", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(admin(w.edge.admin, "GET", "/healthz/live").0, 200);

@@ -2,6 +2,7 @@
 //! QUIC ([`quic`]), and the optional plain-HTTP redirect ([`redirect`]). All of them stop
 //! accepting when told to, and drain their connections (GOAWAY / `connection: close`).
 
+pub mod deadline;
 pub mod quic;
 pub mod redirect;
 pub mod tls;

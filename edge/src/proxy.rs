@@ -5,6 +5,7 @@ mod body;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -208,7 +209,18 @@ impl Proxy {
             }
         };
         let limit = usize::try_from(route.max_request_body_bytes).unwrap_or(usize::MAX);
-        let body = Limited::new(body.map_err(Into::into), limit).boxed_unsync();
+        // The limit error does not always surface through the client (an HTTP/2 upstream
+        // just sees a reset stream), so the body remembers that it hit the limit.
+        let over_limit = Arc::new(AtomicBool::new(false));
+        let flag = over_limit.clone();
+        let body = Limited::new(body.map_err(Into::into), limit)
+            .map_err(move |e| {
+                if e.is::<LengthLimitError>() {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                e
+            })
+            .boxed_unsync();
         let upstream_req = Request::from_parts(parts, body);
 
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
@@ -227,7 +239,10 @@ impl Proxy {
                 cluster.report(pick, Outcome::Response(resp.status()), Instant::now());
                 return self.forward(&rt, entry, started, resp, &request_id);
             }
-            Ok(Err(e)) if find_cause::<LengthLimitError>(&e).is_some() => {
+            Ok(Err(e))
+                if over_limit.load(Ordering::SeqCst)
+                    || find_cause::<LengthLimitError>(&e).is_some() =>
+            {
                 cluster.report(pick, Outcome::Cancelled, Instant::now());
                 metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
                     .increment(1);

@@ -20,7 +20,7 @@ use meshedge_ca::tls::certs_from_pem;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::*;
+use crate::support::*;
 
 /// A running `meshedge ca` with one enrolled node that can get workload SVIDs.
 pub struct Pki {
@@ -149,6 +149,8 @@ pub struct UpstreamStats {
     pub requests: AtomicU64,
     pub connections: AtomicU64,
     pub last: Mutex<Option<serde_json::Value>>,
+    /// Leaf certificates the gateway presented, one per connection.
+    pub client_certs: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A tiny HTTPS upstream requiring client certificates that chain to the bundle; answers
@@ -205,6 +207,9 @@ impl Upstream {
                         return;
                     };
                     st.connections.fetch_add(1, Ordering::SeqCst);
+                    if let Some(c) = tls.get_ref().1.peer_certificates() {
+                        st.client_certs.lock().unwrap().push(c[0].to_vec());
+                    }
                     let peer = tls
                         .get_ref()
                         .1
@@ -216,6 +221,9 @@ impl Upstream {
                         let (st, peer) = (st.clone(), peer.clone());
                         async move {
                             st.requests.fetch_add(1, Ordering::SeqCst);
+                            if req.uri().path().contains("/slow") {
+                                tokio::time::sleep(Duration::from_millis(1500)).await;
+                            }
                             let headers: HashMap<String, String> = req
                                 .headers()
                                 .iter()
@@ -384,4 +392,211 @@ pub fn curl(edge: SocketAddr, bundle: &Path, host: &str, path: &str, extra: &[&s
         headers,
         body: body.to_owned(),
     }
+}
+
+/// A raw TLS connection to the gateway with ALPN http/1.1 (for malformed requests).
+pub async fn raw_tls(
+    edge: SocketAddr,
+    pki: &Pki,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for r in pki.roots() {
+        roots.add(r).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("api.example.org".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+pub const EDGE_ID: &str = "spiffe://example.org/edge/e1";
+pub const PAY_ID: &str = "spiffe://example.org/svc/payments";
+pub const ROGUE_ID: &str = "spiffe://example.org/svc/rogue";
+pub const WEB_ID: &str = "spiffe://example.org/svc/web";
+
+/// A CA, two upstreams (payments, rogue) and a gateway routing to them.
+pub struct World {
+    pub pki: Pki,
+    pub pay: Upstream,
+    pub rogue: Upstream,
+    pub edge: Edge,
+    pub config_path: PathBuf,
+    pub serving: SvidFiles,
+    pub me: SvidFiles,
+}
+
+/// The gateway config of a [`World`]; `listener_extra` goes into `[listener]`, `extra`
+/// at the end (more clusters and routes).
+#[allow(clippy::too_many_arguments)]
+pub fn world_config(
+    dir: &Path,
+    pki: &Pki,
+    serving: &SvidFiles,
+    me: &SvidFiles,
+    pay: &Upstream,
+    rogue: &Upstream,
+    listener_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[gateway]
+name = "e1"
+drain_timeout = "5s"
+watch_interval = "200ms"
+
+[listener]
+address = "127.0.0.1:0"
+http3 = false
+{listener_extra}
+
+[[listener.certificates]]
+cert = "{scert}"
+key = "{skey}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[identity]
+cert = "{icert}"
+key = "{ikey}"
+bundle = "{bundle}"
+
+[access_log]
+output = "{log}"
+
+[clusters.payments]
+endpoints = ["{pay}"]
+allowed_ids = ["{PAY_ID}"]
+
+[clusters.payments-h1]
+endpoints = ["{pay}"]
+allowed_ids = ["{PAY_ID}"]
+protocol = "http1"
+
+[clusters.rogue]
+endpoints = ["{rogue}"]
+allowed_id_prefixes = ["spiffe://example.org/svc/payments"]
+
+[[routes]]
+name = "pay"
+match = {{ hosts = ["api.example.org"], path_prefix = "/pay" }}
+cluster = "payments"
+strip_prefix = true
+
+[[routes]]
+name = "pay-h1"
+match = {{ hosts = ["*.example.org"], path_prefix = "/h1", methods = ["GET"] }}
+cluster = "payments-h1"
+rewrite_prefix = "/v1"
+
+[[routes]]
+name = "rogue"
+match = {{ path_prefix = "/rogue" }}
+cluster = "rogue"
+
+{extra}
+"#,
+        scert = serving.cert.display(),
+        skey = serving.key.display(),
+        icert = me.cert.display(),
+        ikey = me.key.display(),
+        bundle = pki.bundle_path.display(),
+        log = dir.join("access.log").display(),
+        pay = pay.addr,
+        rogue = rogue.addr,
+    )
+}
+
+impl World {
+    /// Starts everything; see [`world_config`] for the two extra parts.
+    pub async fn start(tag: &str, listener_extra: &str, extra: &str) -> World {
+        let pki = Pki::start(
+            tag,
+            &[
+                (EDGE_ID, &[]),
+                (PAY_ID, &[]),
+                (ROGUE_ID, &[]),
+                (WEB_ID, &["api.example.org", "www.example.org"]),
+            ],
+        )
+        .await;
+        let serving = pki.svid(WEB_ID, "serving").await;
+        let me = pki.svid(EDGE_ID, "edge").await;
+        let pay_svid = pki.svid(PAY_ID, "pay").await;
+        let rogue_svid = pki.svid(ROGUE_ID, "rogue").await;
+        let pay = Upstream::start(&pki, &pay_svid, "payments").await;
+        let rogue = Upstream::start(&pki, &rogue_svid, "rogue").await;
+        let text = world_config(
+            pki.dir.path(),
+            &pki,
+            &serving,
+            &me,
+            &pay,
+            &rogue,
+            listener_extra,
+            extra,
+        );
+        let config_path = pki.dir.join("edge.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let edge = spawn_edge(&config_path, pki.dir.path());
+        World {
+            pki,
+            pay,
+            rogue,
+            edge,
+            config_path,
+            serving,
+            me,
+        }
+    }
+
+    /// Rewrites the gateway's config file (atomically).
+    pub fn rewrite_config(&self, listener_extra: &str, extra: &str) {
+        let text = world_config(
+            self.pki.dir.path(),
+            &self.pki,
+            &self.serving,
+            &self.me,
+            &self.pay,
+            &self.rogue,
+            listener_extra,
+            extra,
+        );
+        let tmp = self.pki.dir.join("edge.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// Sends a signal to the gateway.
+    pub fn signal(&self, sig: &str) {
+        run_ok(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(self.edge.guard.child.id().to_string()),
+        );
+    }
+}
+
+/// [`curl`] off the async runtime.
+pub async fn curl_async(w: &World, host: &str, path: &str, extra: &[&str]) -> CurlResult {
+    let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
+    let (host, path) = (host.to_owned(), path.to_owned());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        curl(addr, &bundle, &host, &path, &extra)
+    })
+    .await
+    .unwrap()
 }

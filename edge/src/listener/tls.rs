@@ -15,11 +15,12 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use super::deadline::{HeadDeadline, InFlight, InFlightGuard};
 use super::{wait_true, Lifecycle};
 use crate::config::ListenerLimits;
 use crate::identity::ServerCertResolver;
 use crate::metrics as m;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 
 /// The rustls server config of the listener: certificates from `resolver`, ALPN h2 then
 /// http/1.1, TLS 1.2 and 1.3.
@@ -116,7 +117,7 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes as usize);
     builder
         .http2()
@@ -130,11 +131,18 @@ async fn connection(
     } else {
         builder.http1_only()
     };
+    let in_flight = InFlight::default();
+    let flight = in_flight.clone();
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+        let (proxy, guard) = (proxy.clone(), flight.start());
+        async move {
+            let resp = proxy.handle(req, info).await;
+            Ok::<_, Infallible>(resp.map(|b| guarded(b, guard)))
+        }
     });
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    let timeout = (!h2).then_some(limits.header_read_timeout);
+    let io = HeadDeadline::new(tls, timeout, in_flight);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -146,4 +154,14 @@ async fn connection(
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Keeps `guard` (the request counted in flight) until the response body is done.
+fn guarded(body: ProxyBody, guard: InFlightGuard) -> ProxyBody {
+    use http_body_util::BodyExt;
+    body.map_frame(move |f| {
+        let _ = &guard;
+        f
+    })
+    .boxed_unsync()
 }
