@@ -179,3 +179,4 @@ pub fn openssl_csr(dir: &Path, id: &str, keyspec: &[&str]) -> (PathBuf, String) 
     );
     (key, std::fs::read_to_string(&csr).unwrap())
 }
+pub mod mesh;

@@ -1,0 +1,370 @@
+//! The node identity: enrollment with a join token, the node SVID and trust bundle on disk,
+//! and renewal at half-life over mTLS with capped exponential backoff.
+//!
+//! State dir: `node.pem` (chain and key in one file, 0600, so that a crash can never leave
+//! a key beside the wrong certificate) and `bundle.pem` (the latest trust bundle).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use meshedge_ca::client::{trust_domain_of_bundle, CaClient, ClientError};
+use meshedge_ca::fsutil::{create_private_dir, write_atomic};
+use meshedge_ca::tls::certs_from_pem;
+use meshedge_ca::TrustDomain;
+use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::keys::{private_key, KeyAndCsr, KeyError};
+use crate::metrics as m;
+use crate::schedule::{Renewal, RenewalSchedule};
+use crate::svid::{certs_to_pem, key_from_pem, Svid, SvidError};
+
+/// File of the node SVID chain and key in the state dir.
+pub const NODE_FILE: &str = "node.pem";
+/// File of the trust bundle in the state dir.
+pub const BUNDLE_FILE: &str = "bundle.pem";
+
+/// What the node identity needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// CA addresses, HOST:PORT, tried in order.
+    pub ca_addrs: Vec<String>,
+    /// The trust bundle to start from (`--ca-bundle`); the CA's answers update it.
+    pub ca_bundle: Vec<CertificateDer<'static>>,
+    /// Node name.
+    pub node: String,
+    /// State dir (created 0700).
+    pub state_dir: PathBuf,
+    /// Join token for the first enrollment.
+    pub join_token: Option<String>,
+    /// Requested node SVID lifetime (CA default when `None`).
+    pub node_ttl: Option<Duration>,
+}
+
+/// The node identity could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A state file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or dir.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file holds no usable SVID.
+    #[error("{path}: unusable node identity")]
+    BadState {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: SvidError,
+    },
+    /// No identity on disk (or an expired one) and no join token.
+    #[error("no valid node identity in {state_dir} and no join token: pass --join-token")]
+    NoToken {
+        /// The state dir.
+        state_dir: PathBuf,
+    },
+    /// The bundle names no trust domain.
+    #[error("trust bundle holds no spiffe:// root")]
+    NoTrustDomain,
+    /// The node name does not make a SPIFFE ID.
+    #[error("node name {node:?}: {source}")]
+    BadNodeName {
+        /// The name.
+        node: String,
+        /// The cause.
+        #[source]
+        source: meshedge_ca::spiffe::SpiffeIdError,
+    },
+    /// The CA refused the enrollment (a retry with the same token would not help).
+    #[error("enrollment of node {node}")]
+    Enroll {
+        /// The node.
+        node: String,
+        /// The CA's answer.
+        #[source]
+        source: ClientError,
+    },
+    /// A CA answer held an unusable SVID.
+    #[error("ca answer")]
+    BadAnswer(#[source] SvidError),
+    /// A key could not be made.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The CA client could not be set up.
+    #[error("ca client")]
+    Client(#[source] ClientError),
+}
+
+/// The node's identity and its CA client, renewed in the background by [`NodeIdentity::run`].
+pub struct NodeIdentity {
+    cfg: NodeConfig,
+    trust_domain: TrustDomain,
+    svid: RwLock<Arc<Svid>>,
+    client: RwLock<Arc<CaClient>>,
+    bundle: watch::Sender<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl NodeIdentity {
+    /// Loads the identity from the state dir, or enrolls with the join token when there is
+    /// none (or it expired). Retries unreachable CAs with backoff; fails on refusals.
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<Self>, NodeError> {
+        create_private_dir(&cfg.state_dir).map_err(|source| NodeError::Io {
+            path: cfg.state_dir.clone(),
+            source,
+        })?;
+        let bundle = match read_opt(&cfg.state_dir.join(BUNDLE_FILE))? {
+            Some(text) => certs_from_pem(&text)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| cfg.ca_bundle.clone()),
+            None => cfg.ca_bundle.clone(),
+        };
+        let trust_domain = trust_domain_of_bundle(&bundle).ok_or(NodeError::NoTrustDomain)?;
+        let node_path = cfg.state_dir.join(NODE_FILE);
+        let now = OffsetDateTime::now_utc();
+        let loaded = match read_opt(&node_path)? {
+            Some(text) => {
+                let bad = |source| NodeError::BadState {
+                    path: node_path.clone(),
+                    source,
+                };
+                let key = key_from_pem(&node_path.display().to_string(), &text).map_err(bad)?;
+                let svid = Svid::from_pem(&node_path.display().to_string(), &text, key, None)
+                    .map_err(bad)?;
+                if RenewalSchedule::is_expired(now, &svid.lifetime) {
+                    tracing::warn!(path = %node_path.display(), "node SVID on disk has expired");
+                    None
+                } else {
+                    tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "resuming with the node SVID on disk");
+                    Some(svid)
+                }
+            }
+            None => None,
+        };
+        let svid = match loaded {
+            Some(s) => s,
+            None => Self::enroll(&cfg, &trust_domain, &bundle).await?,
+        };
+        let client = CaClient::new(
+            cfg.ca_addrs.clone(),
+            &bundle,
+            Some((svid.chain.clone(), private_key(&svid.key_pkcs8))),
+        )
+        .map_err(NodeError::Client)?;
+        let (bundle_tx, _) = watch::channel(Arc::new(bundle));
+        Ok(Arc::new(Self {
+            cfg,
+            trust_domain,
+            svid: RwLock::new(Arc::new(svid)),
+            client: RwLock::new(Arc::new(client)),
+            bundle: bundle_tx,
+        }))
+    }
+
+    async fn enroll(
+        cfg: &NodeConfig,
+        td: &TrustDomain,
+        bundle: &[CertificateDer<'static>],
+    ) -> Result<Svid, NodeError> {
+        let token = cfg
+            .join_token
+            .as_deref()
+            .ok_or_else(|| NodeError::NoToken {
+                state_dir: cfg.state_dir.clone(),
+            })?;
+        let id = td
+            .node_id(&cfg.node)
+            .map_err(|source| NodeError::BadNodeName {
+                node: cfg.node.clone(),
+                source,
+            })?;
+        let anonymous =
+            CaClient::new(cfg.ca_addrs.clone(), bundle, None).map_err(NodeError::Client)?;
+        let mut backoff = Backoff::for_ca();
+        loop {
+            let kc = KeyAndCsr::generate(&id)?;
+            match anonymous
+                .enroll(token, &kc.csr_pem, ttl_secs(cfg.node_ttl))
+                .await
+            {
+                Ok(resp) => {
+                    ca_ok();
+                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "enroll", "result" => "ok")
+                        .increment(1);
+                    let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
+                        .map_err(NodeError::BadAnswer)?;
+                    persist(&cfg.state_dir, &svid, &resp.bundle_pem)?;
+                    tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node enrolled");
+                    return Ok(svid);
+                }
+                Err(e) => {
+                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "enroll", "result" => "error")
+                        .increment(1);
+                    ca_failed("enroll");
+                    if !e.is_retryable() {
+                        return Err(NodeError::Enroll {
+                            node: cfg.node.clone(),
+                            source: e,
+                        });
+                    }
+                    let wait = backoff.next_delay(rand::random());
+                    metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
+                    tracing::warn!(error = %e, retry_in = ?wait, "enrollment: CA unreachable, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The node name.
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    /// The current node SVID.
+    pub fn svid(&self) -> Arc<Svid> {
+        self.svid.read().expect("lock not poisoned").clone()
+    }
+
+    /// A CA client presenting the current node SVID.
+    pub fn client(&self) -> Arc<CaClient> {
+        self.client.read().expect("lock not poisoned").clone()
+    }
+
+    /// The latest trust bundle, updated by every CA answer.
+    pub fn bundle(&self) -> watch::Receiver<Arc<Vec<CertificateDer<'static>>>> {
+        self.bundle.subscribe()
+    }
+
+    /// Takes the bundle of a CA answer if it differs from the current one.
+    pub fn update_bundle(&self, bundle_pem: &str) {
+        let Ok(certs) = certs_from_pem(bundle_pem) else {
+            return;
+        };
+        if certs.is_empty() || **self.bundle.borrow() == certs {
+            return;
+        }
+        let path = self.cfg.state_dir.join(BUNDLE_FILE);
+        if let Err(e) = write_atomic(&path, certs_to_pem(&certs).as_bytes(), 0o644) {
+            tracing::warn!(path = %path.display(), error = %e, "could not save the trust bundle");
+        }
+        tracing::info!(roots = certs.len(), "trust bundle changed");
+        self.bundle.send_replace(Arc::new(certs));
+    }
+
+    /// Renews the node SVID at half of its lifetime, forever. CA failures keep the current
+    /// SVID and retry with capped exponential backoff and jitter.
+    pub async fn run(self: Arc<Self>) {
+        let schedule = RenewalSchedule::default();
+        let mut backoff = Backoff::for_ca();
+        loop {
+            let current = self.svid();
+            let now = OffsetDateTime::now_utc();
+            metrics::gauge!(m::NODE_SVID_EXPIRY_SECONDS)
+                .set((current.lifetime.not_after - now).as_seconds_f64());
+            if let Renewal::In(wait) = schedule.next(now, &current.lifetime) {
+                tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+                continue;
+            }
+            match self.renew_once().await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    let wait = backoff.next_delay(rand::random());
+                    metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
+                    tracing::warn!(error = %e, retry_in = ?wait, failures = backoff.failures(), "node SVID renewal failed; keeping the current one");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip(self), fields(node = %self.cfg.node))]
+    async fn renew_once(&self) -> Result<(), NodeError> {
+        let id = self.svid().spiffe_id.clone();
+        let kc = KeyAndCsr::generate(&id)?;
+        let resp = match self
+            .client()
+            .renew(&kc.csr_pem, ttl_secs(self.cfg.node_ttl))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                ca_failed("renew");
+                metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "renew", "result" => "error")
+                    .increment(1);
+                return Err(NodeError::Client(e));
+            }
+        };
+        ca_ok();
+        let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
+            .map_err(NodeError::BadAnswer)?;
+        persist(&self.cfg.state_dir, &svid, &resp.bundle_pem)?;
+        self.update_bundle(&resp.bundle_pem);
+        let bundle = self.bundle.borrow().clone();
+        let client = CaClient::new(
+            self.cfg.ca_addrs.clone(),
+            &bundle,
+            Some((svid.chain.clone(), private_key(&svid.key_pkcs8))),
+        )
+        .map_err(NodeError::Client)?;
+        tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node SVID renewed");
+        metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "renew", "result" => "ok").increment(1);
+        *self.svid.write().expect("lock not poisoned") = Arc::new(svid);
+        *self.client.write().expect("lock not poisoned") = Arc::new(client);
+        Ok(())
+    }
+}
+
+/// Records a successful CA call.
+pub(crate) fn ca_ok() {
+    metrics::gauge!(m::CA_REACHABLE).set(1.0);
+    metrics::gauge!(m::CA_BACKOFF_SECONDS).set(0.0);
+}
+
+/// Records a failed CA call for `op`.
+pub(crate) fn ca_failed(op: &'static str) {
+    metrics::gauge!(m::CA_REACHABLE).set(0.0);
+    metrics::counter!(m::CA_ERRORS_TOTAL, "op" => op).increment(1);
+}
+
+fn ttl_secs(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_secs().max(1))
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, NodeError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(NodeError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn persist(dir: &Path, svid: &Svid, bundle_pem: &str) -> Result<(), NodeError> {
+    let io = |path: PathBuf| move |source| NodeError::Io { path, source };
+    let bundle_path = dir.join(BUNDLE_FILE);
+    if let Ok(certs) = certs_from_pem(bundle_pem) {
+        if !certs.is_empty() {
+            write_atomic(&bundle_path, certs_to_pem(&certs).as_bytes(), 0o644)
+                .map_err(io(bundle_path.clone()))?;
+        }
+    }
+    let node_path = dir.join(NODE_FILE);
+    let text = format!("{}{}", svid.chain_pem(), svid.key_pem());
+    write_atomic(&node_path, text.as_bytes(), 0o600).map_err(io(node_path.clone()))
+}
