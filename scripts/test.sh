@@ -12,22 +12,20 @@ done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# The HTTP/3 process test uses aioquic's client (tests/h3_client.py).
+python3 -c 'import aioquic' >/dev/null 2>&1 || {
+  echo "test.sh: installing aioquic (pip)" >&2
+  python3 -m pip install -q aioquic || python3 -m pip install -q --break-system-packages aioquic
+}
 # Debian's packages start their daemons on install on some machines; the tests start
 # their own instances (DNS servers, a PostgreSQL cluster in a temp dir run as the postgres
 # user) on 127.0.0.x ports and never use the system ones.
-
-# The agent's interop test drives the Workload API with the Python SPIFFE client (py-spiffe).
-if ! python3 -c 'import spiffe' >/dev/null 2>&1; then
-  echo "test.sh: pip install spiffe" >&2
-  python3 -m pip install -q spiffe 2>/dev/null || python3 -m pip install -q --break-system-packages spiffe
-fi
 
 # The agent's interop test drives the Workload API with the Python SPIFFE client (py-spiffe).
 if ! python3 -c 'import spiffe' >/dev/null 2>&1; then

@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// TLS setup of the listener.
     #[error("listener tls setup")]
     Tls(#[from] rustls::Error),
+    /// The HTTP/3 endpoint.
+    #[error(transparent)]
+    Quic(#[from] listener::quic::QuicError),
 }
 
 /// Why a reload was refused (the running config stays).
@@ -154,8 +157,35 @@ impl Gateway {
             drain: drain_tx,
         });
 
-        let alt_svc = None;
+        let quic = if config.listener.http3 {
+            let addr = SocketAddr::new(config.listener.address.ip(), https_addr.port());
+            Some(listener::quic::bind(
+                addr,
+                server_certs.clone(),
+                &config.listener.limits,
+            )?)
+        } else {
+            None
+        };
+        let http3_addr = quic.as_ref().and_then(|q| q.local_addr().ok());
+        let alt_svc = http3_addr.and_then(|a| {
+            let v = format!(
+                "h3=\":{}\"; ma={}",
+                a.port(),
+                config.listener.alt_svc_max_age.as_secs()
+            );
+            http::HeaderValue::from_str(&v).ok()
+        });
         let proxy = Arc::new(Proxy::new(runtime.clone(), alt_svc));
+        if let Some(endpoint) = quic {
+            let limits_rt = runtime.clone();
+            tokio::spawn(listener::quic::serve(
+                endpoint,
+                proxy.clone(),
+                move || limits_rt.load().config.listener.limits,
+                life.clone(),
+            ));
+        }
         let tls = listener::tls::server_tls(server_certs.clone())?;
         let limits_rt = runtime.clone();
         tokio::spawn(listener::tls::serve(
@@ -198,7 +228,7 @@ impl Gateway {
             open: open_rx,
             addrs: BoundAddrs {
                 https: https_addr,
-                http3: None,
+                http3: http3_addr,
                 redirect: redirect_addr,
                 admin: admin_addr,
             },

@@ -457,7 +457,6 @@ watch_interval = "200ms"
 
 [listener]
 address = "127.0.0.1:0"
-http3 = false
 {listener_extra}
 
 [[listener.certificates]]
@@ -515,6 +514,11 @@ cluster = "rogue"
         log = dir.join("access.log").display(),
         pay = pay.addr,
         rogue = rogue.addr,
+        listener_extra = if listener_extra.contains("http3") {
+            listener_extra.to_owned()
+        } else {
+            format!("http3 = false\n{listener_extra}")
+        },
     )
 }
 
