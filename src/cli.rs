@@ -11,6 +11,7 @@ mod demo;
 mod dns;
 mod echo;
 mod edge;
+mod fleet;
 mod status;
 
 /// meshedge: a sidecar-free service-mesh edge.
@@ -31,6 +32,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// An edge gateway.
     Edge(edge::EdgeArgs),
+    /// The agent's fleet role, standalone: gateway supervision, membership, VIPs.
+    Fleet(fleet::FleetArgs),
     /// Sample mTLS workload.
     Echo(echo::EchoArgs),
     /// Fleet and cluster state as a table.
@@ -41,21 +44,6 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// Arguments of a subcommand that does not exist yet: accepted, then refused.
-#[derive(Debug, clap::Args)]
-pub struct Unbuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
-}
-
-/// Says that `name` is not built yet (naming its issue) and returns exit status 2.
-pub fn not_built(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "meshedge {name}: not built yet (issue {issue}); see README.md, \"What works today\""
-    );
-    Ok(ExitCode::from(2))
-}
-
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -63,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dns(args) => dns::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Edge(args) => edge::run(args).await,
+        Command::Fleet(args) => fleet::run(args).await,
         Command::Echo(args) => echo::run(args).await,
         Command::Status(args) => status::run(args, false).await,
         Command::Doctor(args) => status::run(args, true).await,

@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod echo;
 pub mod fetch;
+pub mod fleet;
 pub mod keys;
 pub mod metrics;
 pub mod node;

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod balance;
 pub mod cluster;
 pub mod config;
+pub mod dns_sd;
 pub mod endpoint;
 pub mod gateway;
 pub mod headers;

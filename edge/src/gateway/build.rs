@@ -50,7 +50,7 @@ impl Material {
     }
 }
 
-/// A DNS-SD cluster before the discovery crate is wired in: no endpoints, marked stale.
+/// A DNS-SD cluster whose watch could not start: no endpoints, marked stale.
 #[derive(Debug)]
 struct PendingDnsSd;
 
@@ -72,10 +72,17 @@ fn source(c: &ClusterConfig) -> Arc<dyn EndpointSource> {
         EndpointsConfig::Static(list) => {
             Arc::new(StaticEndpoints::new(list.iter().map(Endpoint::from)))
         }
-        EndpointsConfig::DnsSd { service, .. } => {
-            tracing::warn!(cluster = %c.name, %service, "dns_sd clusters are not served yet: no endpoints");
-            Arc::new(PendingDnsSd)
-        }
+        EndpointsConfig::DnsSd {
+            service,
+            resolvers,
+            refresh,
+        } => match crate::dns_sd::DnsSdEndpoints::start(service, resolvers, *refresh) {
+            Ok(source) => Arc::new(source),
+            Err(err) => {
+                tracing::error!(cluster = %c.name, %err, "dns_sd source failed to start: no endpoints");
+                Arc::new(PendingDnsSd)
+            }
+        },
     }
 }
 
