@@ -140,7 +140,30 @@ allowed_ids = ["spiffe://example.org/svc/payments"]
 cluster = "payments"
 "#;
     let path = dir.join("edge.toml");
+    // Present but empty files: the config is valid, the certificates are not.
     std::fs::write(&path, good.replace(", \"x\"", "")).unwrap();
+    let out = meshedge()
+        .args(["edge", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("edge.crt: no certificate in the file"),
+        "{err}"
+    );
+    // Real certificate files: ok.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["edge.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    for (c, k) in [("edge.crt", "edge.key"), ("svid.pem", "svid.key")] {
+        std::fs::write(dir.join(c), cert.pem()).unwrap();
+        std::fs::write(dir.join(k), key.serialize_pem()).unwrap();
+    }
+    std::fs::write(dir.join("bundle.pem"), cert.pem()).unwrap();
     let out = meshedge()
         .args(["edge", "--check", "--config"])
         .arg(&path)

@@ -245,3 +245,77 @@ impl ResolvesClientCert for ClientCertResolver {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed cert for `names` and returns its config and leaf.
+    fn cert(
+        dir: &Path,
+        tag: &str,
+        names: &[&str],
+        configured: &[&str],
+    ) -> (CertificateConfig, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let c = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cp, kp) = (
+            dir.join(format!("{tag}.crt")),
+            dir.join(format!("{tag}.key")),
+        );
+        std::fs::write(&cp, c.pem()).unwrap();
+        std::fs::write(&kp, key.serialize_pem()).unwrap();
+        let server_names = configured
+            .iter()
+            .map(|n| HostMatch::parse(n).unwrap())
+            .collect();
+        (
+            CertificateConfig {
+                cert: cp,
+                key: kp,
+                server_names,
+            },
+            c.der().to_vec(),
+        )
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first() {
+        let dir = std::env::temp_dir().join(format!("meshedge-sni-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (default, d) = cert(&dir, "default", &["default.test"], &[]);
+        let (wild, w) = cert(&dir, "wild", &["*.example.org"], &[]);
+        let (api, a) = cert(&dir, "api", &["whatever.test"], &["api.example.org"]);
+        let certs = ServingCerts::load(&[default, wild, api]).unwrap();
+        let pick = |sni: Option<&str>| certs.select(sni).unwrap().cert[0].to_vec();
+        for (sni, want) in [
+            (Some("api.example.org"), &a),
+            (Some("API.example.org."), &a),
+            (Some("www.example.org"), &w),
+            (Some("default.test"), &d),
+            (Some("unknown.test"), &d),
+            (None, &d),
+        ] {
+            assert_eq!(&pick(sni), want, "{sni:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mismatched_key_is_refused_naming_files() {
+        let dir = std::env::temp_dir().join(format!("meshedge-key-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, _) = cert(&dir, "a", &["a.test"], &[]);
+        let (b, _) = cert(&dir, "b", &["b.test"], &[]);
+        let err = load_certified_key(&a.cert, &b.key).unwrap_err();
+        assert!(err.to_string().contains("b.key"), "{err}");
+        std::fs::write(dir.join("empty.crt"), "").unwrap();
+        let err = load_certs(&dir.join("empty.crt")).unwrap_err();
+        assert!(matches!(err, IdentityError::NoCertificate { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

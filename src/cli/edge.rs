@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use meshedge_edge::config;
-use meshedge_edge::gateway::Gateway;
+use meshedge_edge::gateway::{Gateway, Material};
 
 /// `meshedge edge` arguments.
 #[derive(Debug, clap::Args)]
@@ -12,8 +12,8 @@ pub struct EdgeArgs {
     /// The gateway's TOML config (see docs/edge-config.md).
     #[arg(long)]
     config: PathBuf,
-    /// Validate the config (and the files it names), print the result and exit: 0 when
-    /// valid, 1 otherwise.
+    /// Validate the config and load the certificates, keys and bundle it names, print the
+    /// result and exit: 0 when valid, 1 otherwise.
     #[arg(long)]
     check: bool,
 }
@@ -57,6 +57,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
+            if let Err(e) = Material::load(&c) {
+                eprintln!("{}: {}", path.display(), error_chain(&e));
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} clusters, {} routes)",
                 path.display(),

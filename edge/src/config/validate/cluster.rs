@@ -1,0 +1,147 @@
+//! `[clusters.<name>]` -> [`ClusterConfig`].
+
+use meshedge_ca::tls::AllowedIds;
+use meshedge_ca::SpiffeId;
+
+use super::Checker;
+use crate::config::raw::RawCluster;
+use crate::config::{ClusterConfig, EndpointsConfig, StaticEndpoint, UpstreamProtocol};
+
+pub(super) fn cluster(c: &mut Checker<'_>, name: &str, rc: &RawCluster) -> Option<ClusterConfig> {
+    let key = format!("clusters.{name}");
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        c.fail(&key, "cluster names use letters, digits, '-', '_' and '.'");
+    }
+    let endpoints = match (&rc.dns_sd, rc.endpoints.is_empty()) {
+        (Some(_), false) => {
+            c.fail(&key, "set either endpoints or dns_sd, not both");
+            None
+        }
+        (None, true) => {
+            c.fail(
+                format!("{key}.endpoints"),
+                "no endpoints (set endpoints or dns_sd)",
+            );
+            None
+        }
+        (Some(d), true) => {
+            let resolvers = d
+                .resolvers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| c.addr(&format!("{key}.dns_sd.resolvers[{i}]"), r))
+                .collect();
+            let refresh = c.duration(&format!("{key}.dns_sd.refresh"), &d.refresh);
+            if !d.service.starts_with('_') || !d.service.contains("._tcp.") {
+                c.fail(
+                    format!("{key}.dns_sd.service"),
+                    format!(
+                        "invalid service {:?} (expected _name._tcp.domain)",
+                        d.service
+                    ),
+                );
+            }
+            Some(EndpointsConfig::DnsSd {
+                service: d.service.clone(),
+                resolvers,
+                refresh: refresh.unwrap_or_default(),
+            })
+        }
+        (None, false) => Some(EndpointsConfig::Static(
+            rc.endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    let address = c.addr(&format!("{key}.endpoints[{i}]"), &e.address)?;
+                    Some(StaticEndpoint {
+                        address,
+                        zone: e.zone.clone(),
+                        weight: e.weight,
+                        priority: e.priority,
+                    })
+                })
+                .collect(),
+        )),
+    };
+    let allowed_ids = match (rc.allowed_ids.is_empty(), rc.allowed_id_prefixes.is_empty()) {
+        (true, true) => {
+            c.fail(
+                &key,
+                "set allowed_ids or allowed_id_prefixes (upstream identities)",
+            );
+            None
+        }
+        (false, false) => {
+            c.fail(&key, "set allowed_ids or allowed_id_prefixes, not both");
+            None
+        }
+        (false, true) => Some(AllowedIds::Exact(
+            rc.allowed_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| match SpiffeId::parse(id) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        c.fail(format!("{key}.allowed_ids[{i}]"), e.to_string());
+                        None
+                    }
+                })
+                .collect(),
+        )),
+        (true, false) => Some(AllowedIds::Prefixes(
+            rc.allowed_id_prefixes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match SpiffeId::parse(p.trim_end_matches('/')) {
+                    Ok(id) => Some(id.as_str().to_owned()),
+                    Err(e) => {
+                        c.fail(format!("{key}.allowed_id_prefixes[{i}]"), e.to_string());
+                        None
+                    }
+                })
+                .collect(),
+        )),
+    };
+    let protocol = match rc.protocol.as_str() {
+        "auto" => UpstreamProtocol::Auto,
+        "http1" => UpstreamProtocol::Http1,
+        "http2" => UpstreamProtocol::Http2,
+        other => {
+            c.fail(
+                format!("{key}.protocol"),
+                format!("unknown protocol {other:?} (auto, http1, http2)"),
+            );
+            UpstreamProtocol::Auto
+        }
+    };
+    if let Some(sni) = &rc.server_name {
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            c.fail(
+                format!("{key}.server_name"),
+                format!("invalid server name {sni:?}"),
+            );
+        }
+    }
+    let connect_timeout = c.duration(&format!("{key}.connect_timeout"), &rc.connect_timeout);
+    let request_timeout = c.duration(&format!("{key}.request_timeout"), &rc.request_timeout);
+    let pool_idle_timeout = c.duration(&format!("{key}.pool_idle_timeout"), &rc.pool_idle_timeout);
+    let resilience = rc.resilience();
+    if let Err(e) = resilience.validate() {
+        c.fail(format!("{key}.{}", e.key), e.problem);
+    }
+    Some(ClusterConfig {
+        name: name.to_owned(),
+        endpoints: endpoints?,
+        allowed_ids: allowed_ids?,
+        protocol,
+        server_name: rc.server_name.clone(),
+        connect_timeout: connect_timeout?,
+        request_timeout: request_timeout?,
+        pool_idle_timeout: pool_idle_timeout?,
+        pool_max_idle_per_endpoint: rc.pool_max_idle_per_endpoint,
+        resilience,
+    })
+}
