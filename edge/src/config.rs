@@ -208,6 +208,8 @@ pub struct ClusterConfig {
     pub pool_idle_timeout: Duration,
     /// Idle connections per endpoint.
     pub pool_max_idle_per_endpoint: usize,
+    /// Balancing, outlier detection, health checks, retries and circuit breaker.
+    pub resilience: crate::resilience::config::ClusterResilience,
 }
 
 /// Whether validation checks that referenced files exist.

@@ -155,7 +155,7 @@ pub enum PathRewrite {
 }
 
 /// One route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Name (a metric label).
     pub name: String,
@@ -169,6 +169,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Largest request body accepted.
     pub max_request_body_bytes: u64,
+    /// Token-bucket rate limit (`routes.rate_limit`).
+    pub rate_limit: Option<crate::resilience::config::RateLimitConfig>,
 }
 
 impl Route {
@@ -220,7 +222,7 @@ impl Route {
 }
 
 /// Routes in configuration order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteTable {
     routes: Vec<Route>,
 }

@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::resilience::config::{
+    BalancerConfig, CircuitBreakerConfig, ClusterResilience, HealthCheckConfig, OutlierConfig,
+    RateLimitConfig, RetryConfig,
+};
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +219,34 @@ pub struct RawCluster {
     /// Idle pooled connections kept per endpoint.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_endpoint: usize,
+    /// `[clusters.<name>.balancer]`: zone-aware power-of-two-choices.
+    #[serde(default)]
+    pub balancer: BalancerConfig,
+    /// `[clusters.<name>.outlier]`: passive outlier detection and zone drain.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// `[clusters.<name>.health_check]`: active health checks.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    /// `[clusters.<name>.retry]`: retries, retry budget, hedging, per-try timeouts.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `[clusters.<name>.circuit_breaker]`: fast 503s over these limits.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl RawCluster {
+    /// The resilience tables of the cluster as one value.
+    pub fn resilience(&self) -> ClusterResilience {
+        ClusterResilience {
+            balancer: self.balancer.clone(),
+            outlier: self.outlier.clone(),
+            health_check: self.health_check.clone(),
+            retry: self.retry.clone(),
+            circuit_breaker: self.circuit_breaker.clone(),
+        }
+    }
 }
 
 /// A static endpoint: a bare `"IP:PORT"` string or a table.
@@ -313,6 +346,9 @@ pub struct RawRoute {
     /// Largest request body (overrides the listener's).
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// `[routes.rate_limit]`: token buckets; over the limit -> 429 with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// `[routes.match]`.

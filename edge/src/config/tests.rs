@@ -136,6 +136,24 @@ rewrite_prefix = "/x""#,
             "",
             "clusters.canary.endpoints: no endpoints",
         ),
+        (
+            r#"protocol = "http2""#,
+            r#"protocol = "http2"
+retry = { base_backoff = "1s", max_backoff = "10ms" }"#,
+            "clusters.canary.retry.max_backoff: must be >= base_backoff",
+        ),
+        (
+            r#"protocol = "http2""#,
+            r#"protocol = "http2"
+balancer = { overprovisioning_factor = 0.5 }"#,
+            "clusters.canary.balancer.overprovisioning_factor: must be between",
+        ),
+        (
+            r#"timeout = "2s""#,
+            r#"timeout = "2s"
+rate_limit = { requests_per_second = 0.0 }"#,
+            "routes[0].rate_limit.requests_per_second: must be > 0",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(BASE.contains(from), "{from} not in BASE");
@@ -146,6 +164,40 @@ rewrite_prefix = "/x""#,
             "want {want:?}, got {got:?}"
         );
     }
+}
+
+#[test]
+fn resilience_tables_default_and_parse() {
+    let cfg = check(BASE).unwrap();
+    let pay = &cfg.clusters["payments"];
+    assert_eq!(pay.resilience, Default::default());
+    let text = BASE.replacen(
+        r#"protocol = "http2""#,
+        r#"protocol = "http2"
+[clusters.canary.retry]
+max_retries = 4
+per_try_timeout = { floor = "50ms", ceiling = "1s" }
+[clusters.canary.health_check]
+path = "/ready""#,
+        1,
+    );
+    let cfg = check(&text).unwrap();
+    let r = &cfg.clusters["canary"].resilience;
+    assert_eq!(r.retry.max_retries, 4);
+    assert_eq!(
+        r.retry.per_try_timeout.floor,
+        std::time::Duration::from_millis(50)
+    );
+    assert_eq!(r.health_check.path.as_deref(), Some("/ready"));
+    let text = BASE.replacen(
+        r#"timeout = "2s""#,
+        r#"timeout = "2s"
+rate_limit = { requests_per_second = 5.0, key = "header:x-api-key" }"#,
+        1,
+    );
+    let cfg = check(&text).unwrap();
+    let route = &cfg.routes.routes()[0];
+    assert_eq!(route.rate_limit.as_ref().unwrap().effective_burst(), 5);
 }
 
 #[test]

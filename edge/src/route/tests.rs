@@ -8,6 +8,7 @@ fn route(name: &str, matcher: RouteMatch) -> Route {
         rewrite: None,
         timeout: None,
         max_request_body_bytes: 1024,
+        rate_limit: None,
     }
 }
 

@@ -35,11 +35,20 @@ pub(super) fn cluster(c: &mut Checker<'_>, name: &str, rc: &RawCluster) -> Optio
                 .filter_map(|(i, r)| c.addr(&format!("{key}.dns_sd.resolvers[{i}]"), r))
                 .collect();
             let refresh = c.duration(&format!("{key}.dns_sd.refresh"), &d.refresh);
-            if !d.service.starts_with('_') || !d.service.contains("._tcp.") {
+            let dns_name = |n: &str| {
+                n.contains('.')
+                    && n.trim_end_matches('.').split('.').all(|l| {
+                        !l.is_empty()
+                            && l.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                    })
+            };
+            if meshedge_discovery::ServiceName::parse(&d.service).is_err() && !dns_name(&d.service)
+            {
                 c.fail(
                     format!("{key}.dns_sd.service"),
                     format!(
-                        "invalid service {:?} (expected _name._tcp.domain)",
+                        "invalid service {:?} (expected _name._tcp.domain, or a name with SRV records)",
                         d.service
                     ),
                 );
