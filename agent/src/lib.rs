@@ -19,6 +19,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod attest;
+pub mod attestation;
 pub mod backoff;
 pub mod cache;
 pub mod client;

@@ -16,6 +16,7 @@ use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::attestation;
 use crate::backoff::Backoff;
 use crate::keys::{private_key, KeyAndCsr, KeyError};
 use crate::metrics as m;
@@ -71,6 +72,9 @@ pub enum NodeError {
         /// The state dir.
         state_dir: PathBuf,
     },
+    /// The attestation key could not be read or written.
+    #[error(transparent)]
+    Attestation(#[from] crate::attestation::AttestationError),
     /// The bundle names no trust domain.
     #[error("trust bundle holds no spiffe:// root")]
     NoTrustDomain,
@@ -151,7 +155,12 @@ impl NodeIdentity {
         };
         let svid = match loaded {
             Some(s) => s,
-            None => Self::enroll(&cfg, &trust_domain, &bundle).await?,
+            None => match attestation::load(&cfg.state_dir)? {
+                Some(key) if read_opt(&node_path)?.is_some() => {
+                    Self::reattest_until_done(&cfg, &trust_domain, &bundle, &key).await?
+                }
+                _ => Self::enroll(&cfg, &trust_domain, &bundle).await?,
+            },
         };
         let client = CaClient::new(
             cfg.ca_addrs.clone(),
@@ -188,11 +197,18 @@ impl NodeIdentity {
             })?;
         let anonymous =
             CaClient::new(cfg.ca_addrs.clone(), bundle, None).map_err(NodeError::Client)?;
+        let attestation = attestation::load_or_create(&cfg.state_dir)?;
+        let attestation_public = attestation::public_key(&attestation);
         let mut backoff = Backoff::for_ca();
         loop {
             let kc = KeyAndCsr::generate(&id)?;
             match anonymous
-                .enroll(token, &kc.csr_pem, ttl_secs(cfg.node_ttl))
+                .enroll_with_attestation(
+                    token,
+                    &kc.csr_pem,
+                    ttl_secs(cfg.node_ttl),
+                    Some(&attestation_public),
+                )
                 .await
             {
                 Ok(resp) => {
@@ -279,7 +295,12 @@ impl NodeIdentity {
                 tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 continue;
             }
-            match self.renew_once().await {
+            let attempt = if RenewalSchedule::is_expired(now, &current.lifetime) {
+                self.reattest_once().await
+            } else {
+                self.renew_once().await
+            };
+            match attempt {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
                     let wait = backoff.next_delay(rand::random());
@@ -289,6 +310,84 @@ impl NodeIdentity {
                 }
             }
         }
+    }
+
+    /// Re-attests with the attestation key until the CA answers (startup with an expired
+    /// node SVID on disk); a refusal (e.g. a ban) is final.
+    async fn reattest_until_done(
+        cfg: &NodeConfig,
+        td: &TrustDomain,
+        bundle: &[CertificateDer<'static>],
+        key: &rcgen::KeyPair,
+    ) -> Result<Svid, NodeError> {
+        let id = td
+            .node_id(&cfg.node)
+            .map_err(|source| NodeError::BadNodeName {
+                node: cfg.node.clone(),
+                source,
+            })?;
+        let anonymous =
+            CaClient::new(cfg.ca_addrs.clone(), bundle, None).map_err(NodeError::Client)?;
+        let mut backoff = Backoff::for_ca();
+        loop {
+            let kc = KeyAndCsr::generate(&id)?;
+            match attestation::reattest(&anonymous, &cfg.node, &kc.csr_pem, key).await {
+                Ok(resp) => {
+                    ca_ok();
+                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "ok")
+                        .increment(1);
+                    let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
+                        .map_err(NodeError::BadAnswer)?;
+                    persist(&cfg.state_dir, &svid, &resp.bundle_pem)?;
+                    tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node re-attested after its SVID expired");
+                    return Ok(svid);
+                }
+                Err(e) => {
+                    ca_failed("reattest");
+                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "error")
+                        .increment(1);
+                    if !e.is_retryable() {
+                        return Err(NodeError::Enroll {
+                            node: cfg.node.clone(),
+                            source: e,
+                        });
+                    }
+                    let wait = backoff.next_delay(rand::random());
+                    tracing::warn!(error = %e, retry_in = ?wait, "re-attestation: CA unreachable, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// The node SVID expired (the CA was unreachable for longer than its lifetime): get a
+    /// new one with the attestation key, then carry on as after a renewal.
+    #[tracing::instrument(skip(self), fields(node = %self.cfg.node))]
+    async fn reattest_once(&self) -> Result<(), NodeError> {
+        let Some(key) = attestation::load(&self.cfg.state_dir)? else {
+            return Err(NodeError::NoToken {
+                state_dir: self.cfg.state_dir.clone(),
+            });
+        };
+        let id = self.svid().spiffe_id.clone();
+        let kc = KeyAndCsr::generate(&id)?;
+        let bundle = self.bundle.borrow().clone();
+        let anonymous =
+            CaClient::new(self.cfg.ca_addrs.clone(), &bundle, None).map_err(NodeError::Client)?;
+        let resp = match attestation::reattest(&anonymous, &self.cfg.node, &kc.csr_pem, &key).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                ca_failed("reattest");
+                metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "error")
+                    .increment(1);
+                return Err(NodeError::Client(e));
+            }
+        };
+        metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "ok")
+            .increment(1);
+        tracing::info!("node re-attested with its attestation key after its SVID expired");
+        self.install(resp, kc.key_pkcs8)
     }
 
     #[tracing::instrument(skip(self), fields(node = %self.cfg.node))]
@@ -308,8 +407,18 @@ impl NodeIdentity {
                 return Err(NodeError::Client(e));
             }
         };
+        metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "renew", "result" => "ok").increment(1);
+        self.install(resp, kc.key_pkcs8)
+    }
+
+    /// Persists and starts using a node SVID the CA just issued.
+    fn install(
+        &self,
+        resp: meshedge_ca::api::SvidResponse,
+        key_pkcs8: Vec<u8>,
+    ) -> Result<(), NodeError> {
         ca_ok();
-        let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
+        let svid = Svid::from_response(&resp, key_pkcs8, OffsetDateTime::now_utc())
             .map_err(NodeError::BadAnswer)?;
         persist(&self.cfg.state_dir, &svid, &resp.bundle_pem)?;
         self.update_bundle(&resp.bundle_pem);
@@ -321,7 +430,6 @@ impl NodeIdentity {
         )
         .map_err(NodeError::Client)?;
         tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node SVID renewed");
-        metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "renew", "result" => "ok").increment(1);
         *self.svid.write().expect("lock not poisoned") = Arc::new(svid);
         *self.client.write().expect("lock not poisoned") = Arc::new(client);
         Ok(())
