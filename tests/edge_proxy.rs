@@ -225,3 +225,37 @@ async fn admin_api_and_metrics_pass_promtool() {
     assert_eq!(admin(w.edge.admin, "POST", "/drain").0, 200);
     assert_eq!(admin(w.edge.admin, "GET", "/healthz/ready").0, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_listener_redirects_to_https() {
+    let w = World::start(
+        "edge-redirect",
+        "",
+        "[redirect]\naddress = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let redirect = w.edge.redirect.expect("redirect listening line");
+    let (code, _) = admin(redirect, "GET", "/healthz/live");
+    assert_eq!(code, 308);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+            "host: api.example.org",
+        ])
+        .arg(format!("http://{redirect}/pay/x?y=1"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        format!(
+            "308 https://api.example.org:{}/pay/x?y=1",
+            w.edge.https.port()
+        )
+    );
+}

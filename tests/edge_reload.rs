@@ -135,12 +135,23 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         (w.pay.stats.requests.load(Ordering::SeqCst) >= 1).then_some(())
     })
     .expect("the slow request reached the upstream");
+    // An idle HTTP/2 connection, to see its GOAWAY.
+    let tls = raw_tls(w.edge.https, &w.pki, b"h2").await;
+    let (_h2, h2_conn) = h2::client::handshake(tls).await.unwrap();
+    let h2_driver = tokio::spawn(h2_conn);
     w.signal("TERM");
     poll(Duration::from_secs(5), || {
         let (code, _) = admin(w.edge.admin, "GET", "/healthz/ready");
         (code == 503).then_some(())
     })
     .expect("readiness goes false while draining");
+    let ended = tokio::time::timeout(Duration::from_secs(10), h2_driver)
+        .await
+        .expect("the idle HTTP/2 connection is closed by GOAWAY")
+        .unwrap();
+    if let Err(e) = &ended {
+        assert!(e.is_go_away(), "{e:?}");
+    }
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "the in-flight request finished: {r:?}");
     let status = poll(Duration::from_secs(10), || {

@@ -272,6 +272,7 @@ pub struct Edge {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     pub http3: Option<SocketAddr>,
+    pub redirect: Option<SocketAddr>,
 }
 
 /// Starts `meshedge edge --config PATH` and waits for its listening lines.
@@ -307,6 +308,7 @@ pub fn spawn_edge(config: &Path, logs: &Path) -> Edge {
         https: seen["edge"].parse().unwrap(),
         admin: seen["admin"].parse().unwrap(),
         http3: seen.get("http3").map(|a| a.parse().unwrap()),
+        redirect: seen.get("redirect").map(|a| a.parse().unwrap()),
         guard,
     }
 }
