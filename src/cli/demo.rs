@@ -50,6 +50,7 @@ fn s(v: &str) -> String {
 /// Runs `meshedge demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = args.state_dir;
+    procs::stop_leftovers(&dir);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("resetting {}", dir.display()))?;
     }

@@ -150,6 +150,44 @@ impl Procs {
     }
 }
 
+/// Stops what a previous demo in `dir` left running (e.g. after `kill -9` of the demo):
+/// every pid file whose process still runs with `dir` on its command line gets SIGTERM,
+/// then SIGKILL after 3 s. Processes that merely reuse a recorded pid are left alone.
+pub fn stop_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
+        return;
+    };
+    let needle = dir.display().to_string();
+    let pids: Vec<Pid> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.trim().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .map(Pid::from_raw)
+        .collect();
+    if pids.is_empty() {
+        return;
+    }
+    eprintln!(
+        "  [demo] stopping {} processes left by a previous run",
+        pids.len()
+    );
+    for pid in &pids {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && pids.iter().any(|p| kill(*p, None).is_ok()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in &pids {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+}
+
 impl Drop for Procs {
     fn drop(&mut self) {
         self.stop_all();

@@ -40,8 +40,9 @@ fn finding(v: &EdgeView, severity: &'static str, what: String, action: &str) -> 
     }
 }
 
-/// Cert expiry below this many seconds is a finding.
-pub const CERT_WARN_SECS: f64 = 600.0;
+/// Cert expiry below this many seconds is a finding: rotation at half-life keeps any SVID
+/// of two minutes or more above it, so getting here means rotation is failing.
+pub const CERT_WARN_SECS: f64 = 60.0;
 
 /// Walks the runbook for one edge.
 pub fn diagnose(v: &EdgeView) -> Vec<Finding> {
@@ -145,7 +146,7 @@ mod tests {
         assert!(diagnose(&view(
             Ok(200),
             c,
-            "meshedge_edge_cert_expiry_seconds{name=\"svid\"} 3000\n"
+            "meshedge_edge_cert_expiry_seconds{name=\"svid\"} 120\n"
         ))
         .is_empty());
     }
