@@ -118,12 +118,13 @@ async fn routes_over_mtls_with_header_rules_and_pooling() {
     );
     let (code, metrics) = admin(w.edge.admin, "GET", "/metrics");
     assert_eq!(code, 200);
-    assert_eq!(
+    // At least the request's handshake (active health checks also meet the rogue).
+    assert!(
         metric(
             &metrics,
             "meshedge_edge_identity_mismatch_total{cluster=\"rogue\"}"
-        ),
-        Some(1.0),
+        )
+        .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
     let log = poll(Duration::from_secs(5), || {

@@ -1,23 +1,34 @@
-//! A cluster: its endpoint source, balancer and mTLS client, and the two points every
-//! upstream call goes through: [`Cluster::pick`] (the one place an endpoint is chosen) and
-//! [`Cluster::report`] (the one place the outcome of a call is recorded). Issue 7's health
-//! checks, outlier detection and retries plug in behind these two.
+//! A cluster: its endpoint source, its resilience policy ([`ClusterPolicy`]) and mTLS client,
+//! and the two points every upstream call goes through: [`Cluster::pick`] (the one place an
+//! endpoint is chosen: zone-aware power-of-two-choices) and [`Cluster::report`] (the one
+//! place the outcome of a try is recorded: counters, outlier detection, latency window).
+//! Admission (circuit breaker), retry and hedge room are guards ([`Admission`],
+//! [`RetryRoom`]) that give their unit back when dropped. A background task per cluster
+//! runs the policy's `tick` and one active health check per endpoint ([`health`]).
+
+mod health;
+mod status;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, Outcome, PickContext, RoundRobin};
 use crate::config::ClusterConfig;
 use crate::endpoint::{Endpoint, EndpointSource, EndpointState};
 use crate::metrics as m;
-use crate::upstream::{UpstreamBody, UpstreamClient, UpstreamError};
+use crate::resilience::balance::{Decision, EndpointSpec};
+use crate::resilience::breaker::CircuitOpen;
+use crate::resilience::cluster_state::ClusterPolicy;
+use crate::resilience::retry::{NoRetry, Retry, TryContext};
+use crate::resilience::{EndpointId, Outcome, Tier, Zone};
+use crate::upstream::{FailureKind, UpstreamBody, UpstreamClient, UpstreamError};
+
+pub use status::{ClusterStatus, EndpointStatus};
 
 /// No endpoint can take the request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,13 +38,29 @@ pub struct NoEndpoint {
     pub cluster: String,
 }
 
+/// The policy outcome of a failed upstream call: connect, TLS and identity failures were
+/// never sent; a timeout is a timeout; anything else after the request left is a reset.
+pub fn failure_outcome(kind: FailureKind) -> Outcome {
+    match kind {
+        FailureKind::Connect | FailureKind::Tls | FailureKind::Identity => Outcome::ConnectFailure,
+        FailureKind::Timeout => Outcome::Timeout,
+        FailureKind::Protocol => Outcome::Reset,
+    }
+}
+
+fn lock(policy: &Mutex<ClusterPolicy>) -> MutexGuard<'_, ClusterPolicy> {
+    policy.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// An endpoint chosen for one try of a request. Hand it back to [`Cluster::report`]; a pick
-/// dropped unreported counts as cancelled.
+/// dropped unreported (a lost hedge, a client gone) counts as cancelled.
 #[derive(Debug)]
 pub struct Pick {
     state: Arc<EndpointState>,
+    policy: Arc<Mutex<ClusterPolicy>>,
+    cluster: Arc<str>,
+    decision: Decision,
     started: Instant,
-    attempt: u32,
     reported: bool,
 }
 
@@ -48,22 +75,55 @@ impl Pick {
         self.state.endpoint.address
     }
 
-    /// Which try of the request this is (0 first).
-    pub fn attempt(&self) -> u32 {
-        self.attempt
+    /// Why the balancer chose it (tier, zone, reason).
+    pub fn decision(&self) -> &Decision {
+        &self.decision
     }
 
     /// When the pick was made.
     pub fn started(&self) -> Instant {
         self.started
     }
+
+    fn finish(&mut self, outcome: Outcome, now: Instant) {
+        self.reported = true;
+        let latency = now.saturating_duration_since(self.started);
+        self.state.finish(outcome.is_5xx());
+        lock(&self.policy).report(now, EndpointId(self.address()), latency, outcome);
+        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.cluster.to_string())
+            .decrement(1.0);
+        if outcome.is_5xx() {
+            metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => self.cluster.to_string(), "reason" => outcome.label())
+                .increment(1);
+        }
+    }
 }
 
 impl Drop for Pick {
     fn drop(&mut self) {
         if !self.reported {
-            self.state.finish(false);
+            self.finish(Outcome::Cancelled, Instant::now());
         }
+    }
+}
+
+/// A request admitted by the circuit breaker; released when dropped.
+#[derive(Debug)]
+pub struct Admission(Arc<Mutex<ClusterPolicy>>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        lock(&self.0).finish_request();
+    }
+}
+
+/// Room for one retry or hedge in the retry budget and the breaker; released when dropped.
+#[derive(Debug)]
+pub struct RetryRoom(Arc<Mutex<ClusterPolicy>>);
+
+impl Drop for RetryRoom {
+    fn drop(&mut self) {
+        lock(&self.0).finish_retry();
     }
 }
 
@@ -73,73 +133,26 @@ struct EndpointTable {
     states: Vec<Arc<EndpointState>>,
 }
 
-/// One upstream cluster.
-pub struct Cluster {
+/// What the cluster and its background task share.
+struct Shared {
     config: ClusterConfig,
+    name: Arc<str>,
     source: Arc<dyn EndpointSource>,
     table: ArcSwap<EndpointTable>,
-    balancer: Box<dyn Balancer>,
+    policy: Arc<Mutex<ClusterPolicy>>,
     client: UpstreamClient,
 }
 
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("name", &self.config.name)
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Cluster {
-    /// A cluster over `source`, calling endpoints with `client`, balanced round robin.
-    pub fn new(
-        config: ClusterConfig,
-        source: Arc<dyn EndpointSource>,
-        client: UpstreamClient,
-    ) -> Self {
-        Self::with_balancer(config, source, client, Box::new(RoundRobin::default()))
-    }
-
-    /// As [`Cluster::new`] with another balancer.
-    pub fn with_balancer(
-        config: ClusterConfig,
-        source: Arc<dyn EndpointSource>,
-        client: UpstreamClient,
-        balancer: Box<dyn Balancer>,
-    ) -> Self {
-        Self {
-            config,
-            source,
-            table: ArcSwap::from_pointee(EndpointTable {
-                version: 0,
-                stale: false,
-                states: Vec::new(),
-            }),
-            balancer,
-            client,
-        }
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    /// Its config.
-    pub fn config(&self) -> &ClusterConfig {
-        &self.config
-    }
-
+impl Shared {
     /// The endpoint table, refreshed from the source when its version moved (counters of
-    /// endpoints that stay are kept).
+    /// endpoints that stay are kept; the policy learns the new set).
     fn states(&self) -> Arc<EndpointTable> {
         let cur = self.table.load_full();
         let snap = self.source.snapshot();
         if snap.version == cur.version && snap.stale == cur.stale {
             return cur;
         }
-        let states = snap
+        let states: Vec<Arc<EndpointState>> = snap
             .endpoints
             .iter()
             .map(|e| {
@@ -150,6 +163,10 @@ impl Cluster {
                     .unwrap_or_else(|| Arc::new(EndpointState::new(e.clone())))
             })
             .collect();
+        if snap.version != cur.version {
+            let specs = states.iter().map(|s| spec(&s.endpoint));
+            lock(&self.policy).set_endpoints(Instant::now(), specs);
+        }
         let next = Arc::new(EndpointTable {
             version: snap.version,
             stale: snap.stale,
@@ -158,39 +175,160 @@ impl Cluster {
         self.table.store(next.clone());
         next
     }
+}
 
-    /// THE place an endpoint is chosen for a try of a request.
-    pub fn pick(&self, ctx: &PickContext<'_>) -> Result<Pick, NoEndpoint> {
-        let table = self.states();
-        let i = self
-            .balancer
-            .pick(&table.states, ctx)
-            .ok_or_else(|| NoEndpoint {
-                cluster: self.config.name.clone(),
-            })?;
-        let state = table.states[i].clone();
+fn spec(e: &Endpoint) -> EndpointSpec {
+    EndpointSpec {
+        id: EndpointId(e.address),
+        zone: e.zone.as_deref().map_or_else(Zone::unknown, Zone::new),
+        tier: Tier(e.priority),
+        weight: e.weight,
+    }
+}
+
+/// One upstream cluster.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    background: Option<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.shared.config.name)
+            .field("source", &self.shared.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(task) = &self.background {
+            task.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster over `source`, calling endpoints with `client`, with the policy of
+    /// `config.resilience` for a gateway in `config.local_zone`. Inside a tokio runtime it
+    /// starts its background task (policy tick, active health checks).
+    pub fn new(
+        config: ClusterConfig,
+        source: Arc<dyn EndpointSource>,
+        client: UpstreamClient,
+    ) -> Self {
+        let policy = ClusterPolicy::new(
+            config.name.clone(),
+            config.resilience.clone(),
+            config.local_zone.as_deref().map(Zone::new),
+            rand::random(),
+        );
+        let shared = Arc::new(Shared {
+            name: config.name.as_str().into(),
+            config,
+            source,
+            table: ArcSwap::from_pointee(EndpointTable {
+                version: 0,
+                stale: false,
+                states: Vec::new(),
+            }),
+            policy: Arc::new(Mutex::new(policy)),
+            client,
+        });
+        shared.states();
+        let background = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            rt.spawn(health::background(Arc::downgrade(&shared)))
+                .abort_handle()
+        });
+        Self { shared, background }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.config
+    }
+
+    /// Admits a request (circuit breaker `max_requests`); `Err` -> answer 503 at once.
+    pub fn admit(&self) -> Result<Admission, CircuitOpen> {
+        lock(&self.shared.policy).start_request()?;
+        Ok(Admission(self.shared.policy.clone()))
+    }
+
+    /// THE place an endpoint is chosen for a try of a request: not one of `exclude`, in
+    /// another zone than those tried when `prefer_other_zone`.
+    pub fn pick(
+        &self,
+        exclude: &[SocketAddr],
+        prefer_other_zone: bool,
+    ) -> Result<Pick, NoEndpoint> {
+        let table = self.shared.states();
+        let no_endpoint = || NoEndpoint {
+            cluster: self.shared.config.name.clone(),
+        };
+        let exclude: Vec<EndpointId> = exclude.iter().copied().map(EndpointId).collect();
+        let now = Instant::now();
+        let pick = lock(&self.shared.policy)
+            .pick(now, &exclude, prefer_other_zone)
+            .ok_or_else(no_endpoint)?;
+        let Some(state) = table
+            .states
+            .iter()
+            .find(|s| s.endpoint.address == pick.endpoint.0)
+        else {
+            lock(&self.shared.policy).report(
+                now,
+                pick.endpoint,
+                Duration::ZERO,
+                Outcome::Cancelled,
+            );
+            return Err(no_endpoint());
+        };
         state.start();
-        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.config.name.clone())
+        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.shared.name.to_string())
             .increment(1.0);
         Ok(Pick {
-            state,
-            started: Instant::now(),
-            attempt: ctx.attempt,
+            state: state.clone(),
+            policy: self.shared.policy.clone(),
+            cluster: self.shared.name.clone(),
+            decision: pick.decision,
+            started: now,
             reported: false,
         })
     }
 
-    /// THE place the outcome of a try is recorded (counters, balancer state, metrics).
+    /// THE place the outcome of a try is recorded (counters, policy, metrics).
     pub fn report(&self, mut pick: Pick, outcome: Outcome, now: Instant) {
-        pick.reported = true;
-        let latency = now.saturating_duration_since(pick.started);
-        pick.state.finish(outcome.is_failure());
-        self.balancer.report(&pick.state, outcome, latency);
-        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.config.name.clone())
-            .decrement(1.0);
-        if let Outcome::Failed(kind) = outcome {
-            metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => self.config.name.clone(), "reason" => kind.as_str()).increment(1);
-        }
+        pick.finish(outcome, now);
+    }
+
+    /// Whether a failed try is retried; `Ok` carries the backoff, the zone preference and
+    /// the room taken in the retry budget (hold it while the retry runs).
+    pub fn retry(&self, outcome: Outcome, ctx: TryContext) -> Result<(Retry, RetryRoom), NoRetry> {
+        let r = lock(&self.shared.policy).retry(outcome, ctx)?;
+        Ok((r, RetryRoom(self.shared.policy.clone())))
+    }
+
+    /// Room for a hedged try (same budget as retries).
+    pub fn hedge_room(&self) -> Result<RetryRoom, NoRetry> {
+        lock(&self.shared.policy).start_hedge()?;
+        Ok(RetryRoom(self.shared.policy.clone()))
+    }
+
+    /// When an unanswered idempotent try gets a hedge (from the recent p90); `None`: no
+    /// hedging (off, or no latency samples yet).
+    pub fn hedge_delay(&self) -> Option<Duration> {
+        lock(&self.shared.policy).hedge_delay()
+    }
+
+    /// The timeout of the next try given the time the request has left.
+    pub fn per_try_timeout(&self, remaining: Duration) -> Duration {
+        lock(&self.shared.policy).per_try_timeout(Some(remaining))
     }
 
     /// Sends `req` to the picked endpoint (no timeout here: the caller bounds the call).
@@ -199,72 +337,18 @@ impl Cluster {
         pick: &Pick,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.client.send(pick.address(), req).await
+        self.shared.client.send(pick.address(), req).await
     }
 
     /// Whole-request timeout unless the route sets one.
     pub fn request_timeout(&self) -> Duration {
-        self.config.request_timeout
+        self.shared.config.request_timeout
     }
 
     /// State for `GET /clusters`.
     pub fn status(&self) -> ClusterStatus {
-        let table = self.states();
-        ClusterStatus {
-            name: self.config.name.clone(),
-            source: self.source.kind(),
-            stale: table.stale,
-            endpoints: table
-                .states
-                .iter()
-                .map(|s| EndpointStatus {
-                    address: s.endpoint.address,
-                    zone: s.endpoint.zone.clone(),
-                    weight: s.endpoint.weight,
-                    priority: s.endpoint.priority,
-                    health: "unknown",
-                    ejected: false,
-                    in_flight: s.in_flight(),
-                    requests: s.requests(),
-                    failures: s.failures(),
-                })
-                .collect(),
-        }
+        let table = self.shared.states();
+        let snapshot = lock(&self.shared.policy).snapshot(Instant::now());
+        status::build(&self.shared, &table, snapshot)
     }
-}
-
-/// A cluster as shown by `GET /clusters`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterStatus {
-    /// Name.
-    pub name: String,
-    /// Source kind.
-    pub source: &'static str,
-    /// True when the source serves a last good answer.
-    pub stale: bool,
-    /// Endpoints.
-    pub endpoints: Vec<EndpointStatus>,
-}
-
-/// An endpoint as shown by `GET /clusters`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointStatus {
-    /// Address.
-    pub address: SocketAddr,
-    /// Zone.
-    pub zone: Option<String>,
-    /// Weight.
-    pub weight: u32,
-    /// Tier.
-    pub priority: u16,
-    /// Health-check state (`unknown` until issue 7 adds checks).
-    pub health: &'static str,
-    /// Ejected by outlier detection (issue 7).
-    pub ejected: bool,
-    /// Requests in flight (load).
-    pub in_flight: u64,
-    /// Requests sent.
-    pub requests: u64,
-    /// Failed requests.
-    pub failures: u64,
 }

@@ -210,6 +210,8 @@ pub struct ClusterConfig {
     pub pool_max_idle_per_endpoint: usize,
     /// Balancing, outlier detection, health checks, retries and circuit breaker.
     pub resilience: crate::resilience::config::ClusterResilience,
+    /// The gateway's own zone (`gateway.zone`), which zone-aware balancing prefers.
+    pub local_zone: Option<String>,
 }
 
 /// Whether validation checks that referenced files exist.

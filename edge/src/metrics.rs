@@ -72,4 +72,5 @@ pub fn describe() {
         "Seconds until a certificate expires."
     );
     describe_gauge!(READY, "1 while the gateway is ready, 0 while draining.");
+    crate::resilience::metrics::describe();
 }

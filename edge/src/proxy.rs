@@ -1,7 +1,9 @@
 //! The request path: route -> headers -> cluster pick -> upstream call -> report -> response.
 //! Every listener (h1/h2 over TLS, HTTP/3) hands requests to [`Proxy::handle`].
 
+mod attempt;
 mod body;
+mod limit;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,18 +18,23 @@ use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rand::Rng;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 pub use body::{full, ProxyBody};
 
 use crate::access_log::{AccessEntry, AccessLog};
-use crate::balance::{Outcome, PickContext};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics as m;
+use crate::resilience::breaker::OVERFLOW_HEADER;
 use crate::route::{normalize_host, RequestInfo};
-use crate::upstream::{find_cause, BoxError, FailureKind};
+use crate::upstream::BoxError;
+use attempt::{Answer, Head, ReqBody};
+use limit::RouteLimits;
+
+/// Request bodies up to this size (by `content-length`) are read before the first try so
+/// that a failed try can be replayed; larger or streamed bodies get one try.
+pub const REPLAY_MAX_BODY_BYTES: u64 = 64 * 1024;
 
 /// Everything a request needs; swapped as a whole on reload, so a request runs on one
 /// consistent config from start to end.
@@ -55,6 +62,7 @@ pub struct ConnInfo {
 pub struct Proxy {
     runtime: Arc<ArcSwap<Runtime>>,
     alt_svc: Option<HeaderValue>,
+    limits: RouteLimits,
 }
 
 /// The `x-meshedge-error` header: why the gateway answered a request itself.
@@ -63,7 +71,11 @@ pub const X_MESHEDGE_ERROR: http::HeaderName = http::HeaderName::from_static("x-
 impl Proxy {
     /// A handler over `runtime`; `alt_svc` is added to responses on TCP listeners.
     pub fn new(runtime: Arc<ArcSwap<Runtime>>, alt_svc: Option<HeaderValue>) -> Self {
-        Self { runtime, alt_svc }
+        Self {
+            runtime,
+            alt_svc,
+            limits: RouteLimits::default(),
+        }
     }
 
     /// The current runtime.
@@ -173,21 +185,45 @@ impl Proxy {
                 &request_id,
             );
         };
-        let pick = match cluster.pick(&PickContext::default()) {
-            Ok(p) => p,
-            Err(_) => {
-                metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => cluster_name.to_owned(), "reason" => "no_endpoint").increment(1);
-                return self.local(
+        if let Some(limit) = &route.rate_limit {
+            let d = self
+                .limits
+                .check(&route.name, limit, conn.client.ip(), &parts.headers, None);
+            if !d.allowed {
+                let mut resp = self.local(
+                    &rt,
+                    entry,
+                    started,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &request_id,
+                );
+                for (name, value) in d.headers() {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        resp.headers_mut().insert(name, v);
+                    }
+                }
+                return resp;
+            }
+        }
+        let _admission = match cluster.admit() {
+            Ok(a) => a,
+            Err(open) => {
+                let mut resp = self.local(
                     &rt,
                     entry,
                     started,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "no_endpoint",
+                    "circuit_open",
                     &request_id,
                 );
+                resp.headers_mut().insert(
+                    OVERFLOW_HEADER,
+                    HeaderValue::from_static(open.resource.as_str()),
+                );
+                return resp;
             }
         };
-        entry.upstream = pick.address().to_string();
 
         if !parts.headers.contains_key(HOST) && !host_raw.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&host_raw) {
@@ -213,6 +249,10 @@ impl Proxy {
         // just sees a reset stream), so the body remembers that it hit the limit.
         let over_limit = Arc::new(AtomicBool::new(false));
         let flag = over_limit.clone();
+        let small = body.is_end_stream()
+            || entry
+                .request_bytes
+                .is_some_and(|n| n <= REPLAY_MAX_BODY_BYTES);
         let body = Limited::new(body.map_err(Into::into), limit)
             .map_err(move |e| {
                 if e.is::<LengthLimitError>() {
@@ -221,44 +261,52 @@ impl Proxy {
                 e
             })
             .boxed_unsync();
-        let upstream_req = Request::from_parts(parts, body);
-
-        let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
-        let span = tracing::info_span!(
-            "upstream",
-            cluster = %cluster.name(),
-            zone = pick.endpoint().zone.as_deref().unwrap_or(""),
-            endpoint = %pick.address(),
-        );
-        let result = tokio::time::timeout(timeout, cluster.send(&pick, upstream_req))
-            .instrument(span)
-            .await;
-        entry.upstream_duration = Some(started.elapsed());
-        let (status, reason) = match result {
-            Ok(Ok(resp)) => {
-                cluster.report(pick, Outcome::Response(resp.status()), Instant::now());
-                return self.forward(&rt, entry, started, resp, &request_id);
+        let body = if small {
+            match body.collect().await {
+                Ok(b) => ReqBody::Buffered(b.to_bytes()),
+                Err(e) => {
+                    let (status, reason) = if over_limit.load(Ordering::SeqCst)
+                        || e.is::<LengthLimitError>()
+                    {
+                        metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
+                            .increment(1);
+                        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                    } else {
+                        (StatusCode::BAD_REQUEST, "request_body")
+                    };
+                    return self.local(&rt, entry, started, status, reason, &request_id);
+                }
             }
-            Ok(Err(e))
-                if over_limit.load(Ordering::SeqCst)
-                    || find_cause::<LengthLimitError>(&e).is_some() =>
-            {
-                cluster.report(pick, Outcome::Cancelled, Instant::now());
-                metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
-                    .increment(1);
-                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, cause = ?e.source, "upstream call failed");
-                cluster.report(pick, Outcome::Failed(e.kind), Instant::now());
-                (StatusCode::BAD_GATEWAY, e.kind.as_str())
-            }
-            Err(_) => {
-                cluster.report(pick, Outcome::Failed(FailureKind::Timeout), Instant::now());
-                (StatusCode::GATEWAY_TIMEOUT, "timeout")
-            }
+        } else {
+            ReqBody::Streaming(body)
         };
-        self.local(&rt, entry, started, status, reason, &request_id)
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        };
+        let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
+        let answer = attempt::run(cluster, head, body, started + timeout, &over_limit).await;
+        entry.upstream_duration = Some(started.elapsed());
+        match answer {
+            Answer::Upstream(resp, addr) => {
+                entry.upstream = addr.to_string();
+                self.forward(&rt, entry, started, resp, &request_id)
+            }
+            Answer::Local(status, reason, addr) => {
+                if let Some(addr) = addr {
+                    entry.upstream = addr.to_string();
+                }
+                if reason == "body_too_large" {
+                    metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
+                        .increment(1);
+                }
+                if reason == "no_endpoint" {
+                    metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => cluster_name.to_owned(), "reason" => "no_endpoint").increment(1);
+                }
+                self.local(&rt, entry, started, status, reason, &request_id)
+            }
+        }
     }
 
     fn forward(

@@ -200,7 +200,12 @@ pub fn validate(
     let clusters: BTreeMap<String, ClusterConfig> = raw
         .clusters
         .iter()
-        .filter_map(|(name, rc)| Some((name.clone(), cluster(&mut c, name, rc)?)))
+        .filter_map(|(name, rc)| {
+            Some((
+                name.clone(),
+                cluster(&mut c, name, rc, raw.gateway.zone.as_deref())?,
+            ))
+        })
         .collect();
     let routes = raw
         .routes

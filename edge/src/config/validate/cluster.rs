@@ -7,7 +7,12 @@ use super::Checker;
 use crate::config::raw::RawCluster;
 use crate::config::{ClusterConfig, EndpointsConfig, StaticEndpoint, UpstreamProtocol};
 
-pub(super) fn cluster(c: &mut Checker<'_>, name: &str, rc: &RawCluster) -> Option<ClusterConfig> {
+pub(super) fn cluster(
+    c: &mut Checker<'_>,
+    name: &str,
+    rc: &RawCluster,
+    local_zone: Option<&str>,
+) -> Option<ClusterConfig> {
     let key = format!("clusters.{name}");
     if !name
         .bytes()
@@ -152,5 +157,6 @@ pub(super) fn cluster(c: &mut Checker<'_>, name: &str, rc: &RawCluster) -> Optio
         pool_idle_timeout: pool_idle_timeout?,
         pool_max_idle_per_endpoint: rc.pool_max_idle_per_endpoint,
         resilience,
+        local_zone: local_zone.map(str::to_owned),
     })
 }

@@ -1,0 +1,267 @@
+//! The tries of one request against a cluster: pick, per-try timeout, report; retries of
+//! failed tries to another endpoint (another zone after a zone-level failure) with backoff
+//! inside the retry budget; a hedged second try for idempotent requests that have not
+//! answered within the cluster's hedge delay (the first good answer wins, the other try is
+//! dropped and counted as cancelled).
+//!
+//! A request is replayed only when its body is buffered ([`ReqBody::Buffered`]: empty or
+//! small); a streamed body gets exactly one try.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::cluster::{failure_outcome, Cluster, Pick, RetryRoom};
+use crate::resilience::retry::TryContext;
+use crate::resilience::Outcome;
+use crate::upstream::{find_cause, UpstreamBody};
+
+/// A request body as the tries see it.
+pub(super) enum ReqBody {
+    /// Fully read: every try sends a copy.
+    Buffered(Bytes),
+    /// Streamed from the client: one try only.
+    Streaming(UpstreamBody),
+}
+
+/// The request head every try sends.
+pub(super) struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// How the request ended.
+pub(super) enum Answer {
+    /// An upstream response to forward, and who sent it.
+    Upstream(Response<Incoming>, SocketAddr),
+    /// The gateway answers itself; the last endpoint tried, if any.
+    Local(StatusCode, &'static str, Option<SocketAddr>),
+}
+
+enum TryResult {
+    Response(Response<Incoming>),
+    Failed(Outcome, &'static str),
+    BodyTooLarge,
+}
+
+impl TryResult {
+    /// A result a hedge race may end with at once.
+    fn is_good(&self) -> bool {
+        matches!(self, TryResult::Response(r) if r.status().as_u16() < 500)
+    }
+}
+
+fn request(head: &Head, body: &mut Option<ReqBody>) -> Request<UpstreamBody> {
+    let body = match body {
+        Some(ReqBody::Buffered(b)) => Full::new(b.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        Some(ReqBody::Streaming(_)) => match body.take() {
+            Some(ReqBody::Streaming(s)) => s,
+            _ => http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        },
+        None => http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.headers_mut() = head.headers.clone();
+    req
+}
+
+/// One try, bounded by `per_try`, reported to the cluster.
+async fn one(
+    cluster: &Cluster,
+    pick: Pick,
+    req: Request<UpstreamBody>,
+    per_try: Duration,
+    over_limit: &AtomicBool,
+) -> (TryResult, SocketAddr) {
+    let addr = pick.address();
+    let span = tracing::info_span!(
+        "upstream",
+        cluster = %cluster.name(),
+        zone = pick.endpoint().zone.as_deref().unwrap_or(""),
+        endpoint = %addr,
+        reason = pick.decision().reason.as_str(),
+    );
+    let result = tokio::time::timeout(per_try, cluster.send(&pick, req))
+        .instrument(span)
+        .await;
+    let now = Instant::now();
+    let r = match result {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            cluster.report(pick, Outcome::Response { status }, now);
+            TryResult::Response(resp)
+        }
+        Ok(Err(e))
+            if over_limit.load(Ordering::SeqCst)
+                || find_cause::<LengthLimitError>(&e).is_some() =>
+        {
+            cluster.report(pick, Outcome::Cancelled, now);
+            TryResult::BodyTooLarge
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, cause = ?e.source, endpoint = %addr, "upstream try failed");
+            cluster.report(pick, failure_outcome(e.kind), now);
+            TryResult::Failed(failure_outcome(e.kind), e.kind.as_str())
+        }
+        Err(_) => {
+            tracing::debug!(endpoint = %addr, ?per_try, "upstream try timed out");
+            cluster.report(pick, Outcome::Timeout, now);
+            TryResult::Failed(Outcome::Timeout, "timeout")
+        }
+    };
+    (r, addr)
+}
+
+/// A try, hedged with a second one to another zone after `hedge` when given.
+async fn race(
+    cluster: &Cluster,
+    first: Pick,
+    head: &Head,
+    body: &mut Option<ReqBody>,
+    (per_try, hedge): (Duration, Option<Duration>),
+    tried: &mut Vec<SocketAddr>,
+    over_limit: &AtomicBool,
+) -> (TryResult, SocketAddr) {
+    let a = one(cluster, first, request(head, body), per_try, over_limit);
+    let Some(delay) = hedge else {
+        return a.await;
+    };
+    tokio::pin!(a);
+    tokio::select! {
+        r = &mut a => return r,
+        () = tokio::time::sleep(delay) => {}
+    }
+    let Ok(room) = cluster.hedge_room() else {
+        return a.await;
+    };
+    let Ok(second) = cluster.pick(tried, true) else {
+        return a.await;
+    };
+    tried.push(second.address());
+    let remaining = per_try.saturating_sub(delay).max(Duration::from_millis(1));
+    let b = one(cluster, second, request(head, body), remaining, over_limit);
+    tokio::pin!(b);
+    let (first_done, a_won) = tokio::select! {
+        r = &mut a => (r, true),
+        r = &mut b => (r, false),
+    };
+    if first_done.0.is_good() {
+        if !a_won {
+            metrics::counter!(crate::resilience::metrics::HEDGES_WON_TOTAL, "cluster" => cluster.name().to_owned())
+                .increment(1);
+        }
+        return first_done;
+    }
+    let other = if a_won { b.await } else { a.await };
+    drop(room);
+    other
+}
+
+/// Runs the tries of a request until an answer, the deadline or the end of retries.
+pub(super) async fn run(
+    cluster: &Cluster,
+    head: Head,
+    body: ReqBody,
+    deadline: Instant,
+    over_limit: &AtomicBool,
+) -> Answer {
+    let idempotent = crate::resilience::retry::is_idempotent(&head.method);
+    let replayable = matches!(body, ReqBody::Buffered(_));
+    let mut body = Some(body);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut prefer_other_zone = false;
+    let mut retries = 0u32;
+    let mut _room: Option<RetryRoom> = None;
+    let mut last: Option<Answer> = None;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Answer::Local(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                tried.last().copied(),
+            );
+        }
+        let pick = match cluster.pick(&tried, prefer_other_zone) {
+            Ok(p) => p,
+            // None left (every endpoint tried): answer with the last failure.
+            Err(_) => {
+                return last.unwrap_or(Answer::Local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_endpoint",
+                    None,
+                ))
+            }
+        };
+        tried.push(pick.address());
+        let per_try = cluster.per_try_timeout(remaining);
+        let hedge = cluster
+            .hedge_delay()
+            .filter(|d| idempotent && replayable && *d < per_try);
+        let (result, addr) = race(
+            cluster,
+            pick,
+            &head,
+            &mut body,
+            (per_try, hedge),
+            &mut tried,
+            over_limit,
+        )
+        .await;
+        let (outcome, local) = match result {
+            TryResult::Response(resp) => {
+                let status = resp.status().as_u16();
+                if status < 500 || !replayable {
+                    return Answer::Upstream(resp, addr);
+                }
+                (Outcome::Response { status }, Answer::Upstream(resp, addr))
+            }
+            TryResult::BodyTooLarge => {
+                return Answer::Local(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some(addr));
+            }
+            TryResult::Failed(outcome, reason) => {
+                let status = if outcome == Outcome::Timeout {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                (outcome, Answer::Local(status, reason, Some(addr)))
+            }
+        };
+        if !replayable {
+            return local;
+        }
+        let ctx = TryContext {
+            idempotent,
+            never_sent: outcome == Outcome::ConnectFailure,
+            retries,
+        };
+        match cluster.retry(outcome, ctx) {
+            Ok((retry, room)) => {
+                last = Some(local);
+                retries += 1;
+                prefer_other_zone = retry.prefer_other_zone;
+                _room = Some(room);
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(retry.backoff.min(left)).await;
+            }
+            Err(_) => return local,
+        }
+    }
+}
