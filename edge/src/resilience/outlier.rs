@@ -121,6 +121,9 @@ struct Host {
     ejected_until: Option<Instant>,
     multiplier: u32,
     ejected_this_interval: bool,
+    /// The last failure was an answer (a 5xx), which a passing health check does not
+    /// disprove: such an ejection runs its time.
+    failed_by_answer: bool,
 }
 
 /// Passive outlier detection for one cluster.
@@ -159,6 +162,7 @@ impl OutlierDetector {
                 failures: 0,
                 ejected_until: None,
                 multiplier: 0,
+                failed_by_answer: false,
                 ejected_this_interval: false,
             });
             self.hosts.insert(id, Host { zone, ..host });
@@ -270,6 +274,7 @@ impl OutlierDetector {
         let h = self.hosts.get_mut(&id)?;
         let zone = h.zone.clone();
         if outcome.is_5xx() {
+            h.failed_by_answer = matches!(outcome, Outcome::Response { .. });
             h.failures += 1;
             h.consecutive_5xx += 1;
             if outcome.is_gateway_failure() {
@@ -301,15 +306,16 @@ impl OutlierDetector {
         None
     }
 
-    /// An active health check of `id` finished: a pass ends its ejection and its zone's
-    /// drain when `uneject_on_health_check` is on.
+    /// An active health check of `id` finished: a pass ends its ejection (unless the
+    /// ejecting failures were 5xx answers, which the check does not disprove) and its
+    /// zone's drain when `uneject_on_health_check` is on.
     pub fn on_health_check(&mut self, id: EndpointId, passed: bool) -> Vec<Event> {
         let mut events = Vec::new();
         if !passed || !self.config.uneject_on_health_check {
             return events;
         }
         if let Some(h) = self.hosts.get_mut(&id) {
-            if h.ejected_until.take().is_some() {
+            if !h.failed_by_answer && h.ejected_until.take().is_some() {
                 events.push(Event::Unejected(id));
             }
             let zone = h.zone.clone();

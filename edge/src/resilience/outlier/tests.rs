@@ -348,8 +348,9 @@ fn drains_and_ejections_end_on_time_or_health_check() {
         events.contains(&Event::ZoneRestored(Zone::new("z0"))),
         "{events:?}"
     );
+    // Ejected for connect failures: a passing check ends it.
     for _ in 0..5 {
-        d.record(t0 + secs(11), ep(5), E503);
+        d.record(t0 + secs(11), ep(5), Outcome::ConnectFailure);
     }
     assert!(d.is_ejected(ep(5)));
     assert_eq!(
@@ -357,4 +358,11 @@ fn drains_and_ejections_end_on_time_or_health_check() {
         vec![Event::Unejected(ep(5))]
     );
     assert!(!d.is_ejected(ep(5)));
+    // Ejected for 503 answers: a passing check does not disprove them.
+    for _ in 0..5 {
+        d.record(t0 + secs(11), ep(4), E503);
+    }
+    assert!(d.is_ejected(ep(4)));
+    assert_eq!(d.on_health_check(ep(4), true), vec![]);
+    assert!(d.is_ejected(ep(4)));
 }

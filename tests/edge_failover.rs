@@ -1,0 +1,325 @@
+//! Zone failover with real processes: `meshedge ca` + `meshedge agent` + 3 zones x 2
+//! `meshedge echo`, the gateway in zone `a` with static endpoints, and a bounded
+//! sequential client load (curl). Phases, in one run:
+//!
+//! 1. SIGKILL both instances of the local zone mid-load: no client-visible error, traffic
+//!    moves to zones b and c (answers name the instance; `/clusters` shows the a endpoints
+//!    unavailable). The instance `c2` answers 503 to everything (`--fail-rate 1`): once it
+//!    receives traffic it is ejected (`/clusters` `ejected`, the ejections counter).
+//! 2. SIGSTOP (hang) zone b: still no error, and no request waits anywhere near the
+//!    request timeout (hedging and latency-aware per-try timeouts).
+
+#[path = "support/edge.rs"]
+mod edge;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge::*;
+use support::mesh::*;
+use support::*;
+
+const ECHO_ID: &str = "spiffe://example.org/svc/echo";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One client request as the client saw it.
+#[derive(Debug, Clone)]
+struct Sample {
+    status: u16,
+    seconds: f64,
+    instance: String,
+}
+
+/// `GET /echo` through the gateway with curl (TLS not verified: the listener serves the
+/// gateway's SVID, which names no host).
+fn get(edge: std::net::SocketAddr) -> Sample {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{time_total}",
+        ])
+        .arg(format!("https://{edge}/echo"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut it = last.split_whitespace();
+    let status = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seconds = it.next().and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
+    let instance = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["instance"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Sample {
+        status,
+        seconds,
+        instance,
+    }
+}
+
+/// Runs `n` sequential GETs on a thread; samples are appended as they finish.
+fn load(
+    edge: std::net::SocketAddr,
+    n: usize,
+) -> (Arc<Mutex<Vec<Sample>>>, std::thread::JoinHandle<()>) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sink = samples.clone();
+    let t = std::thread::spawn(move || {
+        for _ in 0..n {
+            let s = get(edge);
+            sink.lock().unwrap().push(s);
+        }
+    });
+    (samples, t)
+}
+
+fn wait_count(samples: &Mutex<Vec<Sample>>, n: usize) {
+    poll(Duration::from_secs(120), || {
+        (samples.lock().unwrap().len() >= n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the load never reached {n} requests"));
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn clusters(edge: &Edge) -> serde_json::Value {
+    let (code, body) = admin(edge.admin, "GET", "/clusters");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("clusters JSON")
+}
+
+/// The `/clusters` entry of endpoint `addr`.
+fn endpoint(edge: &Edge, addr: &str) -> serde_json::Value {
+    let c = clusters(edge);
+    c["clusters"][0]["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["address"] == addr).cloned())
+        .unwrap_or_else(|| panic!("{addr} not in {c}"))
+}
+
+fn config(dir: &Path, files: &Path, echos: &[(&str, String)]) -> String {
+    let endpoints: Vec<String> = echos
+        .iter()
+        .map(|(name, addr)| format!(r#"{{ address = "{addr}", zone = "{}" }}"#, &name[..1]))
+        .collect();
+    format!(
+        r#"
+[gateway]
+name = "failover"
+zone = "a"
+
+[listener]
+address = "127.0.0.1:0"
+http3 = false
+[[listener.certificates]]
+cert = "{svid}"
+key = "{key}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[identity]
+cert = "{svid}"
+key = "{key}"
+bundle = "{bundle}"
+
+[access_log]
+output = "{log}"
+
+[clusters.echo]
+endpoints = [{endpoints}]
+allowed_ids = ["{ECHO_ID}"]
+connect_timeout = "300ms"
+request_timeout = "{timeout}s"
+
+[clusters.echo.balancer]
+panic_threshold = 10.0
+
+[clusters.echo.outlier]
+consecutive_5xx = 3
+consecutive_gateway_failure = 3
+max_ejection_percent = 50
+interval = "1s"
+
+[clusters.echo.health_check]
+interval = "200ms"
+interval_jitter = "20ms"
+timeout = "200ms"
+
+[clusters.echo.retry]
+max_retries = 3
+base_backoff = "5ms"
+max_backoff = "20ms"
+per_try_timeout = {{ floor = "150ms", ceiling = "1s" }}
+
+[[routes]]
+cluster = "echo"
+"#,
+        svid = files.join("svid.pem").display(),
+        key = files.join("svid.key").display(),
+        bundle = files.join("bundle.pem").display(),
+        log = dir.join("access.log").display(),
+        endpoints = endpoints.join(", "),
+        timeout = REQUEST_TIMEOUT.as_secs(),
+    )
+}
+
+fn summary(samples: &[Sample]) -> (usize, f64) {
+    let errors = samples.iter().filter(|s| s.status != 200).count();
+    let max = samples.iter().map(|s| s.seconds).fold(0.0, f64::max);
+    (errors, max)
+}
+
+#[test]
+fn zone_kill_hang_and_ejection_cost_no_client_errors() {
+    let mesh = Mesh::start("edge-failover");
+    mesh.entry(ECHO_ID, "n1", &meshedge_selectors(), None);
+    let _agent = mesh.agent("n1", Some(&mesh.token("n1")));
+    let files = mesh.dir.join("edge-svid");
+    run_ok(
+        meshedge()
+            .args(["agent", "fetch", "--socket"])
+            .arg(mesh.socket("n1"))
+            .arg("--write-dir")
+            .arg(&files),
+    );
+    let mut echos = Vec::new();
+    for name in ["a1", "a2", "b1", "b2", "c1", "c2"] {
+        let extra: &[&str] = if name == "c2" {
+            &["--fail-rate", "1"]
+        } else {
+            &[]
+        };
+        echos.push((name, mesh.echo("n1", name, extra)));
+    }
+    let addrs: Vec<(&str, String)> = echos.iter().map(|(n, (_, a))| (*n, a.clone())).collect();
+    let cfg_path = mesh.dir.join("edge.toml");
+    std::fs::write(&cfg_path, config(mesh.dir.path(), &files, &addrs)).unwrap();
+    let edge = spawn_edge(&cfg_path, mesh.dir.path());
+    let addr_of = |name: &str| addrs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+
+    // Warm up: the local zone takes the traffic.
+    let warm: Vec<Sample> = (0..20).map(|_| get(edge.https)).collect();
+    assert_eq!(summary(&warm).0, 0, "{warm:?}");
+    assert!(
+        warm.iter().all(|s| s.instance.starts_with('a')),
+        "local zone first: {warm:?}"
+    );
+
+    // Phase 1: kill -9 the local zone mid-load.
+    let (samples, t) = load(edge.https, 300);
+    wait_count(&samples, 60);
+    let killed_at = samples.lock().unwrap().len();
+    for (name, (guard, _)) in echos.iter_mut() {
+        if name.starts_with('a') {
+            guard.kill9();
+        }
+    }
+    t.join().unwrap();
+    let all = samples.lock().unwrap().clone();
+    let (errors, max) = summary(&all);
+    let after = &all[killed_at + 5..];
+    eprintln!(
+        "zone kill: {} requests, {errors} errors, max latency {:.0} ms",
+        all.len(),
+        max * 1000.0
+    );
+    assert_eq!(
+        errors,
+        0,
+        "client-visible errors: {:?}",
+        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        after.iter().all(|s| !s.instance.starts_with('a')),
+        "traffic left zone a"
+    );
+    assert!(after.iter().any(|s| s.instance.starts_with('b')));
+    assert!(
+        after.iter().all(|s| s.instance != "c2"),
+        "c2 only answers 503"
+    );
+    for a in ["a1", "a2"] {
+        let e = endpoint(&edge, &addr_of(a));
+        assert_eq!(e["available"], false, "{e}");
+    }
+    // The 503 instance got traffic once zone a was gone, and was ejected.
+    let c2 = poll(Duration::from_secs(10), || {
+        let e = endpoint(&edge, &addr_of("c2"));
+        (e["ejected"] == true).then_some(e)
+    });
+    let (_, metrics) = admin(edge.admin, "GET", "/metrics");
+    let ejections: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("meshedge_edge_outlier_ejections_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(ejections >= 1.0, "{metrics}");
+    let c2 = c2.unwrap_or_else(|| panic!("c2 not ejected: {}", clusters(&edge)));
+    assert!(c2["failures"].as_u64().unwrap_or(0) >= 1, "{c2}");
+
+    // Phase 2: hang zone b (SIGSTOP: connects succeed, nothing answers).
+    let (samples, t) = load(edge.https, 150);
+    wait_count(&samples, 30);
+    let stopped: Vec<u32> = echos
+        .iter()
+        .filter(|(n, _)| n.starts_with('b'))
+        .map(|(_, (g, _))| g.child.id())
+        .collect();
+    for pid in &stopped {
+        signal(*pid, "-STOP");
+    }
+    t.join().unwrap();
+    // The hung zone stopped receiving traffic: its endpoints are unavailable.
+    let hung = poll(Duration::from_secs(5), || {
+        ["b1", "b2"]
+            .iter()
+            .all(|b| endpoint(&edge, &addr_of(b))["available"] == false)
+            .then_some(())
+    });
+    for pid in &stopped {
+        signal(*pid, "-CONT");
+    }
+    assert!(
+        hung.is_some(),
+        "zone b still available: {}",
+        clusters(&edge)
+    );
+    let all = samples.lock().unwrap().clone();
+    let (errors, max) = summary(&all);
+    eprintln!(
+        "zone hang: {} requests, {errors} errors, max latency {:.0} ms",
+        all.len(),
+        max * 1000.0
+    );
+    assert_eq!(
+        errors,
+        0,
+        "{:?}",
+        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        max < REQUEST_TIMEOUT.as_secs_f64() / 2.0,
+        "a request waited {max:.3} s (request timeout {REQUEST_TIMEOUT:?})"
+    );
+    let status = clusters(&edge);
+    let cluster = &status["clusters"][0];
+    assert_eq!(cluster["local_zone"], "a", "{status}");
+    assert!(
+        cluster["resilience"]["distribution"]["tiers"].is_array(),
+        "{status}"
+    );
+}
