@@ -122,15 +122,23 @@ pub struct AdminConfig {
     pub address: SocketAddr,
 }
 
-/// `[identity]`: file paths of the gateway's SVID.
+/// `[identity]`: where the gateway's SVID and trust bundle come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// Chain.
-    pub cert: PathBuf,
-    /// Key.
-    pub key: PathBuf,
-    /// Trust bundle.
-    pub bundle: PathBuf,
+pub enum IdentityConfig {
+    /// PEM files, reloaded when they change.
+    Files {
+        /// Chain.
+        cert: PathBuf,
+        /// Key.
+        key: PathBuf,
+        /// Trust bundle.
+        bundle: PathBuf,
+    },
+    /// The SPIFFE Workload API of the node agent, following rotations.
+    WorkloadApi {
+        /// The socket path.
+        socket: PathBuf,
+    },
 }
 
 /// Where access-log lines go.
@@ -337,7 +345,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// The config as JSON with private-key paths replaced by `"[redacted]"`.
 pub fn redacted_json(config: &Config) -> serde_json::Value {
     let mut raw = config.raw.clone();
-    raw.identity.key = "[redacted]".into();
+    raw.identity.key = raw.identity.key.map(|_| "[redacted]".into());
     for c in &mut raw.listener.certificates {
         c.key = "[redacted]".into();
     }

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 pub use build::{BuildError, Material};
 
 use crate::admin::{self, AdminState, MetricsRender};
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, IdentityConfig};
 use crate::identity::{ClientCertResolver, Identity, ServerCertResolver};
 use crate::listener::{self, Lifecycle};
 use crate::metrics as m;
 use crate::proxy::{Proxy, Runtime};
+use meshedge_agent::source::X509Source;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,7 @@ pub struct Gateway {
     controls: Arc<Controls>,
     open: mpsc::Receiver<()>,
     addrs: BoundAddrs,
+    workload: Option<X509Source>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
@@ -122,7 +124,15 @@ impl Gateway {
     pub async fn start(config_path: &Path, metrics: MetricsRender) -> Result<Self, GatewayError> {
         m::describe();
         let config = Arc::new(config::load(config_path)?);
-        let material = Material::load(&config)?;
+        let workload = match &config.identity {
+            IdentityConfig::WorkloadApi { socket } => Some(
+                crate::identity::workload::connect(socket)
+                    .await
+                    .map_err(BuildError::from)?,
+            ),
+            IdentityConfig::Files { .. } => None,
+        };
+        let material = Material::load(&config, workload.as_ref())?;
         let svid = ClientCertResolver::new(material.identity.svid.clone());
         let rt = build::runtime(config.clone(), &material, &svid, None)?;
         set_expiry_gauges(&material);
@@ -226,6 +236,7 @@ impl Gateway {
             svid,
             controls,
             open: open_rx,
+            workload,
             addrs: BoundAddrs {
                 https: https_addr,
                 http3: http3_addr,
@@ -281,7 +292,16 @@ impl Gateway {
         if let Some((key, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::NeedsRestart { key });
         }
-        let material = Material::load(&config)?;
+        let socket = |c: &Config| match &c.identity {
+            IdentityConfig::WorkloadApi { socket } => Some(socket.clone()),
+            IdentityConfig::Files { .. } => None,
+        };
+        if socket(o) != socket(&config) {
+            return Err(ReloadError::NeedsRestart {
+                key: "identity.workload_api_socket",
+            });
+        }
+        let material = Material::load(&config, self.workload.as_ref())?;
         let old_identity = self.identity.load_full();
         let rt = build::runtime(
             Arc::new(config),
@@ -306,6 +326,7 @@ impl Gateway {
         let mut int = signal(SignalKind::interrupt())?;
         let mut files =
             watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
+        let mut svid_updates = self.workload.as_ref().map(X509Source::subscribe);
         let mut tick = tokio::time::interval(self.config().gateway.watch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -322,6 +343,15 @@ impl Gateway {
                         let _ = self.reload();
                         files = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
                     }
+                }
+                Some(Ok(())) = async {
+                    match svid_updates.as_mut() {
+                        Some(rx) => Some(rx.changed().await),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("new SVID or bundle from the Workload API: applying");
+                    let _ = self.reload();
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

@@ -2,6 +2,8 @@
 //! SVID presented to upstreams. Both sit behind resolvers whose content is swapped when the
 //! files change, so new handshakes use new certificates and nothing restarts.
 
+pub mod workload;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use time::OffsetDateTime;
 
-use crate::config::{CertificateConfig, IdentityConfig};
+use crate::config::CertificateConfig;
 use crate::route::HostMatch;
 
 /// A certificate, key or bundle file that cannot be used.
@@ -202,11 +204,11 @@ impl fmt::Debug for Identity {
 }
 
 impl Identity {
-    /// Loads `[identity]`.
-    pub fn load(c: &IdentityConfig) -> Result<Self, IdentityError> {
+    /// Loads the SVID and bundle from PEM files.
+    pub fn load_files(cert: &Path, key: &Path, bundle: &Path) -> Result<Self, IdentityError> {
         Ok(Self {
-            svid: Arc::new(load_certified_key(&c.cert, &c.key)?),
-            roots: load_certs(&c.bundle)?,
+            svid: Arc::new(load_certified_key(cert, key)?),
+            roots: load_certs(bundle)?,
         })
     }
 }

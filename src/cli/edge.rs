@@ -21,7 +21,7 @@ pub struct EdgeArgs {
 /// Runs `meshedge edge`.
 pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     if args.check {
-        return Ok(check(&args.config));
+        return Ok(check(&args.config).await);
     }
     let gateway = match Gateway::start(&args.config, crate::telemetry::prometheus()).await {
         Ok(g) => g,
@@ -43,6 +43,18 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Loads the certificates, keys and bundle (or asks the Workload API) as serving would.
+async fn check_material(c: &config::Config) -> Result<(), Box<dyn std::error::Error>> {
+    let workload = match &c.identity {
+        config::IdentityConfig::WorkloadApi { socket } => {
+            Some(meshedge_edge::identity::workload::connect(socket).await?)
+        }
+        config::IdentityConfig::Files { .. } => None,
+    };
+    Material::load(c, workload.as_ref())?;
+    Ok(())
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -54,11 +66,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+async fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
-            if let Err(e) = Material::load(&c) {
-                eprintln!("{}: {}", path.display(), error_chain(&e));
+            if let Err(e) = check_material(&c).await {
+                eprintln!("{}: {}", path.display(), error_chain(&*e));
                 return ExitCode::FAILURE;
             }
             println!(

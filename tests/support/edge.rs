@@ -29,6 +29,7 @@ pub struct Pki {
     node: CaClient,
     pub bundle_pem: String,
     pub bundle_path: PathBuf,
+    pub ca_addr: String,
 }
 
 fn csr(id: &str) -> (KeyPair, String) {
@@ -99,6 +100,7 @@ impl Pki {
             .arg(&state);
         let (ca, addr) = spawn_until(cmd, "ca listening on", dir.path());
         let roots = certs_from_pem(&bundle_pem).unwrap();
+        let ca_addr = addr.clone();
         let anon = CaClient::new(vec![addr.clone()], &roots, None).unwrap();
         let (key, pem) = csr("spiffe://example.org/node/n1");
         let svid = anon.enroll(&token, &pem, None).await.expect("enrollment");
@@ -119,6 +121,7 @@ impl Pki {
             node,
             bundle_pem,
             bundle_path,
+            ca_addr,
         }
     }
 

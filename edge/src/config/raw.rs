@@ -152,16 +152,22 @@ impl Default for RawAdmin {
     }
 }
 
-/// `[identity]`.
+/// `[identity]`: files, or the Workload API socket.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     /// The gateway's X509-SVID chain, PEM (reloaded when it changes).
-    pub cert: String,
+    #[serde(default)]
+    pub cert: Option<String>,
     /// Its private key, PEM.
-    pub key: String,
+    #[serde(default)]
+    pub key: Option<String>,
     /// The trust bundle upstream SVIDs must chain to, PEM.
-    pub bundle: String,
+    #[serde(default)]
+    pub bundle: Option<String>,
+    /// Instead of files: the node agent's Workload API, `unix:///path`.
+    #[serde(default)]
+    pub workload_api_socket: Option<String>,
 }
 
 /// `[access_log]`.

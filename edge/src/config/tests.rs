@@ -49,7 +49,10 @@ fn base_config_is_typed() {
     assert_eq!(c.listener.address, "127.0.0.1:8443".parse().unwrap());
     assert!(c.listener.http3);
     assert_eq!(c.admin.address, "127.0.0.1:9901".parse().unwrap());
-    assert_eq!(c.identity.key, PathBuf::from("/etc/meshedge/svid.key"));
+    assert!(matches!(
+        &c.identity,
+        IdentityConfig::Files { key, .. } if key == Path::new("/etc/meshedge/svid.key")
+    ));
     let EndpointsConfig::Static(eps) = &c.clusters["payments"].endpoints else {
         panic!("static")
     };
@@ -260,4 +263,38 @@ fn redaction_hides_key_paths() {
         "{json}"
     );
     assert!(json.contains("svid.crt"));
+}
+
+#[test]
+fn identity_from_files_or_workload_api() {
+    let files = "[identity]\ncert = \"svid.crt\"\nkey = \"svid.key\"\nbundle = \"bundle.pem\"\n";
+    let wl = "[identity]\nworkload_api_socket = \"unix:///run/meshedge/agent.sock\"\n";
+    let c = check(&BASE.replace(files, wl)).unwrap();
+    assert_eq!(
+        c.identity,
+        IdentityConfig::WorkloadApi {
+            socket: PathBuf::from("/run/meshedge/agent.sock")
+        }
+    );
+    let cases = [
+        (
+            wl.replace("unix:///run", "relative"),
+            "identity.workload_api_socket: invalid address",
+        ),
+        (
+            files.replace("[identity]", wl.trim_end()),
+            "identity: set workload_api_socket or cert/key/bundle, not both",
+        ),
+        (
+            "[identity]\ncert = \"a\"\n".to_owned(),
+            "identity: set cert, key and bundle",
+        ),
+    ];
+    for (replacement, want) in cases {
+        let got = problems(&BASE.replace(files, &replacement));
+        assert!(
+            got.iter().any(|p| p.starts_with(want)),
+            "want {want:?}, got {got:?}"
+        );
+    }
 }

@@ -181,10 +181,43 @@ pub fn validate(
             );
         }
     }
-    let identity = IdentityConfig {
-        cert: c.file("identity.cert", &raw.identity.cert),
-        key: c.file("identity.key", &raw.identity.key),
-        bundle: c.file("identity.bundle", &raw.identity.bundle),
+    let ri = &raw.identity;
+    let identity = match (&ri.workload_api_socket, &ri.cert, &ri.key, &ri.bundle) {
+        (None, Some(cert), Some(key), Some(bundle)) => IdentityConfig::Files {
+            cert: c.file("identity.cert", cert),
+            key: c.file("identity.key", key),
+            bundle: c.file("identity.bundle", bundle),
+        },
+        (Some(addr), None, None, None) => match meshedge_agent::client::socket_path(addr) {
+            Ok(socket) => IdentityConfig::WorkloadApi { socket },
+            Err(_) => {
+                c.fail(
+                    "identity.workload_api_socket",
+                    format!("invalid address {addr:?} (expected unix:///absolute/path)"),
+                );
+                IdentityConfig::WorkloadApi {
+                    socket: PathBuf::new(),
+                }
+            }
+        },
+        (Some(_), _, _, _) => {
+            c.fail(
+                "identity",
+                "set workload_api_socket or cert/key/bundle, not both",
+            );
+            IdentityConfig::WorkloadApi {
+                socket: PathBuf::new(),
+            }
+        }
+        (None, _, _, _) => {
+            c.fail(
+                "identity",
+                "set cert, key and bundle (files), or workload_api_socket",
+            );
+            IdentityConfig::WorkloadApi {
+                socket: PathBuf::new(),
+            }
+        }
     };
     let access_log = match (raw.access_log.enabled, raw.access_log.output.as_str()) {
         (false, _) => AccessLogConfig::Off,

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use crate::access_log::AccessLog;
 use crate::cluster::Cluster;
-use crate::config::{ClusterConfig, Config, EndpointsConfig};
+use crate::config::{ClusterConfig, Config, EndpointsConfig, IdentityConfig};
 use crate::endpoint::{Endpoint, EndpointSnapshot, EndpointSource, StaticEndpoints};
+use crate::identity::workload;
 use crate::identity::{ClientCertResolver, Identity, IdentityError, ServingCerts};
 use crate::proxy::Runtime;
 use crate::upstream::{client_tls, UpstreamClient};
+use meshedge_agent::source::X509Source;
 
 /// Why a config could not be turned into a running state.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,15 @@ pub enum BuildError {
     /// A certificate, key or bundle.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The Workload API gave no usable identity.
+    #[error(transparent)]
+    Workload(#[from] workload::WorkloadIdentityError),
+    /// The Workload API is not connected (a bug: the gateway connects before loading).
+    #[error("identity.workload_api_socket: {socket} not connected")]
+    NotConnected {
+        /// The socket.
+        socket: std::path::PathBuf,
+    },
     /// The access-log file.
     #[error("access_log.output: cannot open")]
     AccessLog(#[source] std::io::Error),
@@ -41,11 +52,25 @@ pub struct Material {
 }
 
 impl Material {
-    /// Loads every file `config` names.
-    pub fn load(config: &Config) -> Result<Self, BuildError> {
+    /// Loads every file `config` names; the identity comes from `workload` when the config
+    /// names a Workload API socket.
+    pub fn load(config: &Config, workload: Option<&X509Source>) -> Result<Self, BuildError> {
+        let identity = match (&config.identity, workload) {
+            (IdentityConfig::Files { cert, key, bundle }, _) => {
+                Identity::load_files(cert, key, bundle)?
+            }
+            (IdentityConfig::WorkloadApi { socket }, Some(source)) => {
+                workload::identity_of(socket, &source.current())?
+            }
+            (IdentityConfig::WorkloadApi { socket }, None) => {
+                return Err(BuildError::NotConnected {
+                    socket: socket.clone(),
+                })
+            }
+        };
         Ok(Self {
             serving: ServingCerts::load(&config.listener.certificates)?,
-            identity: Identity::load(&config.identity)?,
+            identity,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, IdentityConfig};
 
 /// Files whose change triggers a reload.
 pub fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
@@ -15,9 +15,9 @@ pub fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
         v.push(c.cert.clone());
         v.push(c.key.clone());
     }
-    v.push(config.identity.cert.clone());
-    v.push(config.identity.key.clone());
-    v.push(config.identity.bundle.clone());
+    if let IdentityConfig::Files { cert, key, bundle } = &config.identity {
+        v.extend([cert.clone(), key.clone(), bundle.clone()]);
+    }
     v
 }
 
