@@ -149,10 +149,7 @@ cluster = "payments"
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(": no certificate in the file"),
-        "{err}"
-    );
+    assert!(err.contains(": no certificate in the file"), "{err}");
     // Real certificate files: ok.
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["edge.test".into()])
