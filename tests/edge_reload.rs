@@ -7,7 +7,6 @@
 mod edge;
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edge::*;
@@ -132,7 +131,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         std::thread::spawn(move || curl(addr, &bundle, "api.example.org", "/pay/slow", &[]))
     };
     poll(Duration::from_secs(10), || {
-        (w.pay.stats.requests.load(Ordering::SeqCst) >= 1).then_some(())
+        let seen = w.pay.stats.requests_by_conn.lock().unwrap().clone();
+        seen.iter().any(|(_, p)| p == "/slow").then_some(())
     })
     .expect("the slow request reached the upstream");
     // An idle HTTP/2 connection, to see its GOAWAY.

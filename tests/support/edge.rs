@@ -154,6 +154,8 @@ pub struct UpstreamStats {
     pub last: Mutex<Option<serde_json::Value>>,
     /// Leaf certificates the gateway presented, one per connection.
     pub client_certs: Mutex<Vec<Vec<u8>>>,
+    /// (connection number, path) of every request.
+    pub requests_by_conn: Mutex<Vec<(u64, String)>>,
 }
 
 /// A tiny HTTPS upstream requiring client certificates that chain to the bundle; answers
@@ -209,7 +211,7 @@ impl Upstream {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    st.connections.fetch_add(1, Ordering::SeqCst);
+                    let conn_no = st.connections.fetch_add(1, Ordering::SeqCst);
                     if let Some(c) = tls.get_ref().1.peer_certificates() {
                         st.client_certs.lock().unwrap().push(c[0].to_vec());
                     }
@@ -224,6 +226,10 @@ impl Upstream {
                         let (st, peer) = (st.clone(), peer.clone());
                         async move {
                             st.requests.fetch_add(1, Ordering::SeqCst);
+                            st.requests_by_conn
+                                .lock()
+                                .unwrap()
+                                .push((conn_no, req.uri().path().to_owned()));
                             if req.uri().path().contains("/slow") {
                                 tokio::time::sleep(Duration::from_millis(1500)).await;
                             }
