@@ -12,6 +12,8 @@ done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# tests/deploy.rs: systemd-analyze verify on deploy/systemd/*.service.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -31,6 +33,13 @@ python3 -c 'import aioquic' >/dev/null 2>&1 || {
 if ! python3 -c 'import spiffe' >/dev/null 2>&1; then
   echo "test.sh: pip install spiffe" >&2
   python3 -m pip install -q spiffe 2>/dev/null || python3 -m pip install -q --break-system-packages spiffe
+fi
+
+# tests/deploy.rs validates deploy/kubernetes/ with kubernetes-validate (PyPI); it also needs
+# systemd-analyze (Debian's systemd) and promtool (prometheus), installed above.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "test.sh: pip install kubernetes-validate" >&2
+  python3 -m pip install -q kubernetes-validate 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
 export PATH="$PATH:/usr/sbin:/sbin"
