@@ -2,12 +2,18 @@
 //! `meshedge echo`, the gateway in zone `a` with static endpoints, and a bounded
 //! sequential client load (curl). Phases, in one run:
 //!
+//! 0. A spike over a route's rate limit gets 429 with `Retry-After` and `RateLimit-*`,
+//!    other routes are unaffected; a slow cluster with `circuit_breaker.max_requests = 1`
+//!    answers concurrent requests beyond it with a fast 503 and `x-meshedge-circuit-open`.
 //! 1. SIGKILL both instances of the local zone mid-load: no client-visible error, traffic
 //!    moves to zones b and c (answers name the instance; `/clusters` shows the a endpoints
 //!    unavailable). The instance `c2` answers 503 to everything (`--fail-rate 1`): once it
 //!    receives traffic it is ejected (`/clusters` `ejected`, the ejections counter).
 //! 2. SIGSTOP (hang) zone b: still no error, and no request waits anywhere near the
-//!    request timeout (hedging and latency-aware per-try timeouts).
+//!    request timeout (hedging and latency-aware per-try timeouts); zone b's endpoints
+//!    become unavailable.
+//! 3. Zone a returns on the same addresses: traffic is back on it (health checks pass,
+//!    the zone drain ends).
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -63,6 +69,31 @@ fn get(edge: std::net::SocketAddr) -> Sample {
     }
 }
 
+/// `GET path` through the gateway: the status and the response headers (lowercase names).
+fn head(edge: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("https://{edge}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Starts `meshedge echo` as `name` on `listen` (the mesh helper always binds port 0).
+fn echo_at(mesh: &Mesh, name: &str, listen: &str) -> ChildGuard {
+    let mut cmd = meshedge();
+    cmd.args(["echo", "--listen", listen, "--zone", &name[..1]])
+        .args(["--service", "echo", "--instance", name, "--socket"])
+        .arg(mesh.socket("n1"));
+    spawn_until(cmd, "echo listening on", mesh.dir.path()).0
+}
+
 /// Runs `n` sequential GETs on a thread; samples are appended as they finish.
 fn load(
     edge: std::net::SocketAddr,
@@ -110,7 +141,7 @@ fn endpoint(edge: &Edge, addr: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{addr} not in {c}"))
 }
 
-fn config(dir: &Path, files: &Path, echos: &[(&str, String)]) -> String {
+fn config(dir: &Path, files: &Path, echos: &[(&str, String)], slow: &str) -> String {
     let endpoints: Vec<String> = echos
         .iter()
         .map(|(name, addr)| format!(r#"{{ address = "{addr}", zone = "{}" }}"#, &name[..1]))
@@ -165,6 +196,23 @@ base_backoff = "5ms"
 max_backoff = "20ms"
 per_try_timeout = {{ floor = "150ms", ceiling = "1s" }}
 
+[clusters.slow]
+endpoints = ["{slow}"]
+allowed_ids = ["{ECHO_ID}"]
+circuit_breaker = {{ max_requests = 1 }}
+health_check = {{ enabled = false }}
+
+[[routes]]
+name = "slow"
+match = {{ path_prefix = "/slow" }}
+cluster = "slow"
+
+[[routes]]
+name = "limited"
+match = {{ path_prefix = "/limited" }}
+cluster = "echo"
+rate_limit = {{ requests_per_second = 1.0, burst = 2, key = "client_ip" }}
+
 [[routes]]
 cluster = "echo"
 "#,
@@ -206,8 +254,9 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
         echos.push((name, mesh.echo("n1", name, extra)));
     }
     let addrs: Vec<(&str, String)> = echos.iter().map(|(n, (_, a))| (*n, a.clone())).collect();
+    let (_slow, slow) = mesh.echo("n1", "s1", &["--latency", "400ms"]);
     let cfg_path = mesh.dir.join("edge.toml");
-    std::fs::write(&cfg_path, config(mesh.dir.path(), &files, &addrs)).unwrap();
+    std::fs::write(&cfg_path, config(mesh.dir.path(), &files, &addrs, &slow)).unwrap();
     let edge = spawn_edge(&cfg_path, mesh.dir.path());
     let addr_of = |name: &str| addrs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
 
@@ -217,6 +266,37 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
     assert!(
         warm.iter().all(|s| s.instance.starts_with('a')),
         "local zone first: {warm:?}"
+    );
+
+    // A spike over a route's rate limit: 429 with Retry-After and RateLimit-*; other
+    // routes unaffected.
+    let limited: Vec<(u16, String)> = (0..5).map(|_| head(edge.https, "/limited")).collect();
+    let refused: Vec<&(u16, String)> = limited.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!refused.is_empty(), "{limited:?}");
+    for (_, h) in &refused {
+        for name in [
+            "retry-after:",
+            "ratelimit-limit: 2",
+            "ratelimit-remaining: 0",
+            "ratelimit-reset:",
+        ] {
+            assert!(h.contains(name), "{name} missing: {h}");
+        }
+    }
+    assert_eq!(head(edge.https, "/echo").0, 200, "other routes unaffected");
+
+    // Circuit breaker (max_requests = 1) on a slow cluster: concurrent requests beyond
+    // it get a fast 503 that says so.
+    let calls: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || head(edge.https, "/slow")))
+        .collect();
+    let answers: Vec<(u16, String)> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers.iter().any(|(s, _)| *s == 200), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|(s, h)| *s == 503 && h.contains("x-meshedge-circuit-open: max_requests")),
+        "{answers:?}"
     );
 
     // Phase 1: kill -9 the local zone mid-load.
@@ -321,5 +401,28 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
     assert!(
         cluster["resilience"]["distribution"]["tiers"].is_array(),
         "{status}"
+    );
+
+    // Phase 3: zone a returns (same addresses): traffic goes back to it.
+    let _back: Vec<ChildGuard> = ["a1", "a2"]
+        .iter()
+        .map(|a| echo_at(&mesh, a, &addr_of(a)))
+        .collect();
+    let returned = std::time::Instant::now();
+    let back = poll(Duration::from_secs(10), || {
+        let s = get(edge.https);
+        assert_eq!(s.status, 200, "{s:?}");
+        s.instance.starts_with('a').then(|| returned.elapsed())
+    })
+    .unwrap_or_else(|| panic!("traffic never came back to zone a: {}", clusters(&edge)));
+    eprintln!(
+        "zone return: back on zone a {} ms after restart",
+        back.as_millis()
+    );
+    let tail: Vec<Sample> = (0..20).map(|_| get(edge.https)).collect();
+    assert!(
+        tail.iter()
+            .all(|s| s.status == 200 && s.instance.starts_with('a')),
+        "{tail:?}"
     );
 }

@@ -210,7 +210,14 @@ pub(super) async fn run(
             }
         };
         tried.push(pick.address());
-        let per_try = cluster.per_try_timeout(remaining);
+        // Per-try timeouts only where a retry can follow: a request that cannot be replayed
+        // or retried, and the last try, get the time the request has left.
+        let last_try = retries >= cluster.config().resilience.retry.max_retries;
+        let per_try = if idempotent && replayable && !last_try {
+            cluster.per_try_timeout(remaining)
+        } else {
+            remaining
+        };
         let hedge = cluster
             .hedge_delay()
             .filter(|d| idempotent && replayable && *d < per_try);
