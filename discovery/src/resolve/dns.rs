@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -16,6 +17,7 @@ use hickory_resolver::config::{
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
+use tokio::sync::Semaphore;
 
 use super::{FailureReason, Resolution, Resolve, ResolveError, Source};
 use crate::endpoint::Endpoint;
@@ -35,11 +37,15 @@ pub struct ResolverConfig {
     pub cache_size: usize,
     /// Queries in flight at once for one resolution (instances and targets).
     pub concurrency: usize,
+    /// Queries in flight at once for the whole resolver, all watches together (0 means
+    /// no limit). Many watches refreshing together then queue instead of flooding the
+    /// server with datagrams it drops (each drop costs a timeout and a retry).
+    pub max_in_flight: usize,
 }
 
 impl ResolverConfig {
-    /// Defaults (2 s timeout, 2 attempts, 4096 cached records, 32 queries in flight) for
-    /// the given nameservers.
+    /// Defaults (2 s timeout, 2 attempts, 4096 cached records, 32 queries in flight per
+    /// resolution and 64 for the resolver) for the given nameservers.
     pub fn new(nameservers: Vec<SocketAddr>) -> Self {
         Self {
             nameservers,
@@ -47,6 +53,7 @@ impl ResolverConfig {
             attempts: 2,
             cache_size: 4096,
             concurrency: 32,
+            max_in_flight: 64,
         }
     }
 }
@@ -56,6 +63,7 @@ impl ResolverConfig {
 pub struct DnsResolver {
     inner: TokioResolver,
     concurrency: usize,
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 enum Answer {
@@ -95,10 +103,17 @@ impl DnsResolver {
         Ok(Self {
             inner,
             concurrency: config.concurrency.max(1),
+            in_flight: (config.max_in_flight > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_in_flight))),
         })
     }
 
     async fn query(&self, name: &Name, record_type: RecordType) -> Result<Answer, ResolveError> {
+        // The semaphore is never closed; a permit is held for the query only.
+        let _permit = match &self.in_flight {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
         match self.inner.lookup(name.clone(), record_type).await {
             Ok(lookup) => Ok(Answer::Records(lookup)),
             Err(err) => classify(name, record_type, err),

@@ -148,29 +148,40 @@ impl Handler {
         }
         let origin: Name = zone_q.name().to_lowercase();
         let _serial = self.update_lock.lock().await;
-        let mut zones = self.zones();
-        let Some(index) = zones.iter().position(|z| *z.origin() == origin) else {
-            return ResponseCode::NotAuth;
+        // The update is applied in place (only the touched RRsets are copied, for undo);
+        // updates are serialized by `update_lock`, so the zone list cannot change under us.
+        let (index, undo, bytes, serial) = {
+            let mut zones = self.zones.write().unwrap_or_else(|e| e.into_inner());
+            let Some(index) = zones.iter().position(|z| *z.origin() == origin) else {
+                return ResponseCode::NotAuth;
+            };
+            let undo = match update::apply_in_place(
+                &mut zones[index],
+                request.answers(),
+                request.name_servers(),
+            ) {
+                Ok(Some(undo)) => undo,
+                Ok(None) => return ResponseCode::NoError,
+                Err(rcode) => {
+                    tracing::info!(zone = %origin, %rcode, "update rejected");
+                    return rcode;
+                }
+            };
+            let bytes = self
+                .snapshot
+                .as_ref()
+                .map(|_| persist::encode(zones.iter().flat_map(Zone::records)));
+            (index, undo, bytes, zones[index].serial())
         };
-        let next = match update::apply(&zones[index], request.answers(), request.name_servers()) {
-            Ok(Some(next)) => next,
-            Ok(None) => return ResponseCode::NoError,
-            Err(rcode) => {
-                tracing::info!(zone = %origin, %rcode, "update rejected");
-                return rcode;
-            }
-        };
-        zones[index] = next;
-        if let Some(path) = &self.snapshot {
-            let bytes = persist::encode(zones.iter().flat_map(Zone::records));
+        if let (Some(path), Some(bytes)) = (&self.snapshot, bytes) {
             if let Err(error) = persist::store(path, bytes).await {
-                tracing::error!(%error, "zone snapshot not written; update not applied");
+                tracing::error!(%error, "zone snapshot not written; update reverted");
                 ::metrics::counter!(m::SERVER_PERSIST_ERRORS_TOTAL).increment(1);
+                undo.revert(&mut self.zones.write().unwrap_or_else(|e| e.into_inner())[index]);
                 return ResponseCode::ServFail;
             }
         }
-        tracing::info!(zone = %origin, serial = zones[index].serial(), "zone updated");
-        *self.zones.write().unwrap_or_else(|e| e.into_inner()) = zones;
+        tracing::info!(zone = %origin, serial, "zone updated");
         ResponseCode::NoError
     }
 }

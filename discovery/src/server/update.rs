@@ -5,28 +5,83 @@ use std::collections::{BTreeMap, BTreeSet};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use super::zone::Zone;
+use super::zone::{Key, Zone};
 
 /// Checks the prerequisites and applies the updates to a copy of `zone`.
 ///
 /// Returns the new zone (serial bumped) when something changed, `None` when the update
 /// was a no-op, or the RFC 2136 response code for a failed prerequisite or a bad update.
+#[cfg(test)]
 pub(crate) fn apply(
     zone: &Zone,
     prerequisites: &[Record],
     updates: &[Record],
 ) -> Result<Option<Zone>, ResponseCode> {
+    let mut next = zone.clone();
+    Ok(apply_in_place(&mut next, prerequisites, updates)?.map(|_| next))
+}
+
+/// The RRsets an update touched, as they were before it: [`Undo::revert`] puts them back.
+#[derive(Debug)]
+pub(crate) struct Undo {
+    saved: Vec<(Key, Option<Vec<Record>>)>,
+}
+
+impl Undo {
+    /// Restores the zone as it was before the update.
+    pub(crate) fn revert(self, zone: &mut Zone) {
+        for (key, rrset) in self.saved {
+            zone.put_rrset(key, rrset);
+        }
+    }
+}
+
+/// Checks the prerequisites and applies the updates to `zone` itself, copying only the
+/// RRsets the updates touch (so an update costs the same in a zone of any size).
+///
+/// Returns how to undo it (serial bumped) when something changed, `None` when the update
+/// was a no-op (zone untouched), or the RFC 2136 response code for a failed prerequisite
+/// or a bad update (zone untouched).
+pub(crate) fn apply_in_place(
+    zone: &mut Zone,
+    prerequisites: &[Record],
+    updates: &[Record],
+) -> Result<Option<Undo>, ResponseCode> {
     check_prerequisites(zone, prerequisites)?;
     prescan(zone, updates)?;
-    let mut next = zone.clone();
-    for record in updates {
-        apply_one(&mut next, record);
+    let mut keys: BTreeSet<Key> = BTreeSet::new();
+    for update in updates {
+        let name = update.name().to_lowercase();
+        if update.dns_class() == DNSClass::ANY && update.record_type() == RecordType::ANY {
+            keys.extend(zone.keys_at(&name));
+        } else {
+            keys.insert((name, update.record_type()));
+        }
     }
-    if next == *zone {
+    let saved: Vec<(Key, Option<Vec<Record>>)> = keys
+        .into_iter()
+        .map(|key| {
+            let rrset = zone.get_rrset(&key).cloned();
+            (key, rrset)
+        })
+        .collect();
+    for record in updates {
+        apply_one(zone, record);
+    }
+    let changed = saved
+        .iter()
+        .any(|(key, before)| zone.get_rrset(key) != before.as_ref());
+    if !changed {
         return Ok(None);
     }
-    next.bump_serial();
-    Ok(Some(next))
+    let soa = (zone.origin().clone(), RecordType::SOA);
+    let mut undo = Undo { saved };
+    if !undo.saved.iter().any(|(key, _)| *key == soa) {
+        let before = zone.get_rrset(&soa).cloned();
+        undo.saved.push((soa, before));
+    }
+    zone.bump_serial();
+    Ok(Some(undo))
 }
 
 fn is_empty_rdata(record: &Record) -> bool {

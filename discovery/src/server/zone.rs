@@ -118,14 +118,25 @@ impl Zone {
     /// True if any RRset is at `name`.
     pub(crate) fn name_in_use(&self, name: &Name) -> bool {
         let name = name.to_lowercase();
-        self.rrsets.keys().any(|(n, _)| *n == name)
+        self.first_at_or_after(&name).is_some_and(|n| *n == name)
+    }
+
+    /// The first owner name at or after `name` in canonical order (RFC 4034 section 6.1,
+    /// hickory's `Ord` for `Name`): `name` itself, else its first descendant if it has one,
+    /// since a name's descendants sort right after it. Logarithmic, not a scan.
+    fn first_at_or_after(&self, name: &Name) -> Option<&Name> {
+        self.rrsets
+            .range((name.clone(), RecordType::ZERO)..)
+            .next()
+            .map(|((n, _), _)| n)
     }
 
     /// True if `name` or a descendant owns records (so `name` exists, maybe as an empty
     /// non-terminal such as `_tcp.<domain>`).
     fn name_exists(&self, name: &Name) -> bool {
         let name = name.to_lowercase();
-        self.rrsets.keys().any(|(n, _)| name.zone_of(n))
+        self.first_at_or_after(&name)
+            .is_some_and(|n| name.zone_of(n))
     }
 
     /// Adds one record; a record with the same data replaces the old one (new TTL). All
@@ -151,6 +162,33 @@ impl Zone {
             self.remove_rrset(&self.origin.clone(), RecordType::SOA);
         }
         self.insert(record);
+    }
+
+    /// The keys of every RRset owned by `name` (lowercased).
+    pub(crate) fn keys_at(&self, name: &Name) -> Vec<Key> {
+        self.rrsets
+            .range((name.clone(), RecordType::ZERO)..)
+            .map(|(k, _)| k)
+            .take_while(|(n, _)| n == name)
+            .cloned()
+            .collect()
+    }
+
+    /// One RRset by its key.
+    pub(crate) fn get_rrset(&self, key: &Key) -> Option<&Vec<Record>> {
+        self.rrsets.get(key)
+    }
+
+    /// Sets (or with `None` removes) one RRset by its key.
+    pub(crate) fn put_rrset(&mut self, key: Key, rrset: Option<Vec<Record>>) {
+        match rrset {
+            Some(rrset) => {
+                self.rrsets.insert(key, rrset);
+            }
+            None => {
+                self.rrsets.remove(&key);
+            }
+        }
     }
 
     /// Removes a whole RRset.
