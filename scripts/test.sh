@@ -12,6 +12,10 @@ done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# The dashboard's browser test (tests/edge_dashboard.rs): Debian's chromium, node and npm.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # tests/deploy.rs: systemd-analyze verify on deploy/systemd/*.service.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -40,6 +44,13 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "test.sh: pip install kubernetes-validate" >&2
   python3 -m pip install -q kubernetes-validate 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+
+# playwright-core (pinned in tests/dashboard/package-lock.json) drives that chromium; it
+# downloads no browser.
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  echo "test.sh: npm ci in tests/dashboard (playwright-core)" >&2
+  (cd tests/dashboard && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
 export PATH="$PATH:/usr/sbin:/sbin"

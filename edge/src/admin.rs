@@ -50,10 +50,19 @@ fn json(value: &impl serde::Serialize) -> Response<ProxyBody> {
     }
 }
 
+/// The dashboard served at `GET /` (one self-contained file: HTML, CSS and JS, no external
+/// assets); it polls `/clusters`, `/config`, `/metrics` and `/fleet`.
+const DASHBOARD_HTML: &str = include_str!("admin/dashboard.html");
+
 /// Answers one admin request.
 pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
     const TEXT: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            DASHBOARD_HTML.into(),
+        ),
         (&Method::GET, "/healthz/live") => reply(StatusCode::OK, TEXT, "live\n".into()),
         (&Method::GET, "/healthz/ready") => {
             if state.ready.load(Ordering::SeqCst) {
