@@ -187,6 +187,21 @@ fn demo_starts_serves_and_stops_cleanly_twice() {
     assert!(stale.is_some(), "doctor did not report stale discovery");
     assert!(curl(&printed, 8443, "/after-dns")["zone"].is_string());
 
+    // Kill the CA: workloads keep serving; doctor names the outage and the deadline.
+    let ca_pid = std::fs::read_to_string(state.join("pids/ca.pid")).unwrap();
+    run_ok(Command::new("kill").arg(ca_pid.trim()));
+    let outage = poll(Duration::from_secs(60), || {
+        let d = meshedge()
+            .args(["doctor", "--agent", "127.0.0.1:9201"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&d.stdout).into_owned();
+        (!d.status.success() && text.contains("CA outage")).then_some(text)
+    })
+    .expect("doctor names the CA outage");
+    assert!(outage.contains("node SVID expires in"), "{outage}");
+    assert!(curl(&printed, 8443, "/after-ca")["zone"].is_string());
+
     // Ctrl-C: every child stops; a second run on the same ports works.
     run_ok(Command::new("kill").args(["-INT", &demo.child.id().to_string()]));
     let status = poll(Duration::from_secs(20), || {

@@ -108,9 +108,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // One agent per node: a workload node per zone, and an edge node in zone-a and zone-b.
     let uid = nix::unistd::getuid().as_raw();
     let mut sockets = Vec::new();
+    let mut agent_metrics = Vec::new();
     for zone in ZONES {
         let node = format!("node-{zone}");
-        let socket = start_agent(&mut procs, &store, &dir, &node, zone).await?;
+        let (socket, metrics) = start_agent(&mut procs, &store, &dir, &node, zone).await?;
+        agent_metrics.push(metrics);
         register_entry(
             &store,
             &format!("spiffe://{DOMAIN}/svc/echo"),
@@ -124,7 +126,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut edge_sockets = Vec::new();
     for (i, zone) in ["zone-a", "zone-b"].into_iter().enumerate() {
         let node = format!("edge-node-{}", i + 1);
-        let socket = start_agent(&mut procs, &store, &dir, &node, zone).await?;
+        let (socket, metrics) = start_agent(&mut procs, &store, &dir, &node, zone).await?;
+        agent_metrics.push(metrics);
         register_entry(
             &store,
             &format!("spiffe://{DOMAIN}/edge/gw-{}", i + 1),
@@ -212,12 +215,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("More:");
     println!("  second gateway:  curl --cacert {} --resolve edge.{DOMAIN}:8444:127.0.0.1 https://edge.{DOMAIN}:8444/ (admin http://{}/)", bundle.display(), gateways[1].admin);
-    println!(
-        "  state:           {} status --admin {} --admin {}",
-        exe_name(),
-        gateways[0].admin,
-        gateways[1].admin
-    );
+    let agent_flags: String = agent_metrics
+        .iter()
+        .map(|a| format!(" --agent {a}"))
+        .collect();
+    for verb in ["status", "doctor"] {
+        println!(
+            "  {verb}:{:pad$}{} {verb} --admin {} --admin {}{agent_flags}",
+            "",
+            exe_name(),
+            gateways[0].admin,
+            gateways[1].admin,
+            pad = 11 - verb.len()
+        );
+    }
     println!("  kill a zone:     kill $(cat {}/pids/echo-zone-a-*.pid)   # the gateway in zone-a moves to zone-b/c", dir.display());
     println!("  kill a gateway:  kill -9 $(cat {}/pids/edge-1.pid)       # the other keeps serving on :8444", dir.display());
     println!("  kill the DNS:    kill $(cat {}/pids/dns.pid)             # last good endpoints kept, marked stale", dir.display());
@@ -269,14 +280,21 @@ async fn register_entry(
     Ok(())
 }
 
-/// Starts the agent of `node` with a fresh join token; returns its Workload API socket.
+/// Starts the agent of `node` with a fresh join token; returns its Workload API socket and
+/// its metrics address (127.0.0.1:9201 and up).
 async fn start_agent(
     procs: &mut Procs,
     store: &SqliteStore,
     dir: &Path,
     node: &str,
     zone: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, String)> {
+    static NEXT_METRICS_PORT: std::sync::atomic::AtomicU16 =
+        std::sync::atomic::AtomicU16::new(9201);
+    let metrics = format!(
+        "127.0.0.1:{}",
+        NEXT_METRICS_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let token = hex::encode(rand::random::<[u8; 24]>());
     store
         .insert_token(&JoinTokenRecord {
@@ -305,12 +323,14 @@ async fn start_agent(
             path(&dir.join("agents").join(node)),
             s("--socket"),
             path(&socket),
+            s("--metrics"),
+            metrics.clone(),
         ],
         "agent listening on",
     )?;
     say(&format!(
-        "agent {node} ({zone}) enrolled, Workload API on {}",
+        "agent {node} ({zone}) enrolled, Workload API on {}, metrics on {metrics}",
         socket.display()
     ));
-    Ok(socket)
+    Ok((socket, metrics))
 }

@@ -10,14 +10,17 @@ use serde_json::{json, Value};
 mod doctor;
 mod fetch;
 
-use doctor::{diagnose, EdgeView};
+use doctor::{diagnose, diagnose_agent, EdgeView};
 
 /// `meshedge status|doctor` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// An edge's admin address HOST:PORT; repeat for several.
-    #[arg(long = "admin", required = true)]
+    #[arg(long = "admin", required_unless_present = "agents")]
     admins: Vec<String>,
+    /// An agent's metrics address HOST:PORT (`meshedge agent --metrics`); repeat for several.
+    #[arg(long = "agent")]
+    agents: Vec<String>,
     /// JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -149,6 +152,35 @@ pub async fn run(args: StatusArgs, doctor: bool) -> anyhow::Result<ExitCode> {
             "config": config,
             "clusters": v.clusters,
         }));
+    }
+    for agent in &args.agents {
+        let metrics = fetch::get(agent, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .map_err(|e| format!("{e:#}"));
+        let agent_findings = diagnose_agent(agent, metrics.as_deref().map_err(Clone::clone));
+        if !doctor && !args.json {
+            let m = metrics.as_deref().unwrap_or("");
+            let reachable = fetch::samples(m, "meshedge_agent_ca_reachable")
+                .first()
+                .map(|(_, v)| *v == 1.0);
+            let expiry = fetch::samples(m, "meshedge_agent_node_svid_expiry_seconds")
+                .first()
+                .map(|(_, v)| *v);
+            println!(
+                "agent {agent}  CA reachable: {}  node SVID expires in: {}",
+                reachable.map_or("?".into(), |r| if r {
+                    "yes".to_owned()
+                } else {
+                    "NO".to_owned()
+                }),
+                expiry.map_or("?".into(), |e| format!("{e:.0}s"))
+            );
+        }
+        docs.push(json!({"agent": agent, "findings": agent_findings.len()}));
+        if doctor {
+            findings.extend(agent_findings);
+        }
     }
     if !doctor {
         if args.json {

@@ -126,6 +126,45 @@ pub fn diagnose(v: &EdgeView) -> Vec<Finding> {
     out
 }
 
+/// Walks the CA part of the runbook for one agent, from its `/metrics`: is the CA
+/// reachable, and if not, how long until the node SVID (and so the workloads) run out.
+pub fn diagnose_agent(agent: &str, metrics: Result<&str, String>) -> Vec<Finding> {
+    let f = |severity, what: String, action: &str| Finding {
+        admin: agent.to_owned(),
+        severity,
+        what,
+        action: action.to_owned(),
+    };
+    let m = match metrics {
+        Ok(m) => m,
+        Err(e) => return vec![f("critical", format!("agent unreachable: {e}"), "check the agent process on that node (systemd / DaemonSet restarts it); its workloads keep their cached SVIDs until expiry")],
+    };
+    let reachable = super::fetch::samples(m, "meshedge_agent_ca_reachable");
+    let expiry = super::fetch::samples(m, "meshedge_agent_node_svid_expiry_seconds")
+        .first()
+        .map(|(_, v)| *v);
+    let mut out = Vec::new();
+    if reachable.iter().any(|(_, v)| *v == 0.0) {
+        let errors = total(m, "meshedge_agent_ca_errors_total");
+        let deadline = match expiry {
+            Some(secs) if secs > 0.0 => {
+                let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64);
+                format!("node SVID expires in {secs:.0}s (at {at}); workloads serve until their SVIDs expire")
+            }
+            Some(_) => "node SVID already expired; the agent re-attests with its attestation key when the CA returns".to_owned(),
+            None => "node SVID expiry unknown".to_owned(),
+        };
+        out.push(f("critical", format!("CA outage: the agent cannot reach the CA ({errors} failed calls); {deadline}"), "restore the CA (or another replica); agents retry with backoff and recover without restarts"));
+    } else if let Some(secs) = expiry.filter(|s| *s < CERT_WARN_SECS) {
+        out.push(f(
+            "warning",
+            format!("node SVID expires in {secs:.0}s although the CA is reachable"),
+            "check the agent log for renewal refusals (a ban?)",
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +188,30 @@ mod tests {
             "meshedge_edge_cert_expiry_seconds{name=\"svid\"} 120\n"
         ))
         .is_empty());
+    }
+
+    #[test]
+    fn agent_findings_name_the_outage_and_the_deadline() {
+        let ok = "meshedge_agent_ca_reachable 1\nmeshedge_agent_node_svid_expiry_seconds 1700\n";
+        assert!(diagnose_agent("a", Ok(ok)).is_empty());
+        let down = "meshedge_agent_ca_reachable 0\nmeshedge_agent_ca_errors_total{op=\"renew\"} 7\nmeshedge_agent_node_svid_expiry_seconds 1200\n";
+        let f = diagnose_agent("a", Ok(down));
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].what.contains("CA outage")
+                && f[0].what.contains("7 failed")
+                && f[0].what.contains("expires in 1200s"),
+            "{:?}",
+            f[0]
+        );
+        let expired = "meshedge_agent_ca_reachable 0\nmeshedge_agent_node_svid_expiry_seconds -5\n";
+        assert!(diagnose_agent("a", Ok(expired))[0]
+            .what
+            .contains("already expired"));
+        assert_eq!(
+            diagnose_agent("a", Err("refused".into()))[0].severity,
+            "critical"
+        );
     }
 
     #[test]
