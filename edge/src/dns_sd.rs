@@ -79,6 +79,7 @@ fn to_snapshot(set: &EndpointSet, version: u64) -> EndpointSnapshot {
                 zone: e.zone.clone(),
                 weight: u32::from(e.weight.max(1)),
                 priority: e.priority,
+                health: e.attributes.get("health").cloned(),
             })
             .collect(),
         stale: set.is_stale() || !set.is_resolved(),

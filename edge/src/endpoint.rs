@@ -22,6 +22,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// Failover tier (lower first).
     pub priority: u16,
+    /// Health-check path announced by the instance (DNS-SD TXT `health=`).
+    pub health: Option<String>,
 }
 
 impl From<&StaticEndpoint> for Endpoint {
@@ -31,6 +33,7 @@ impl From<&StaticEndpoint> for Endpoint {
             zone: e.zone.clone(),
             weight: e.weight,
             priority: e.priority,
+            health: None,
         }
     }
 }

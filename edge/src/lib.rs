@@ -15,7 +15,6 @@
 
 pub mod access_log;
 pub mod admin;
-pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod dns_sd;

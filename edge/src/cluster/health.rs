@@ -1,8 +1,8 @@
 //! The background task of a cluster: runs the policy's `tick` (ejections and zone drains
 //! that end, interval statistics, gauges) and one active health check per endpoint: an
-//! HTTPS GET over the cluster's mTLS client to `health_check.path` (default `/healthz`),
-//! 2xx passes. Endpoint changes from discovery start and stop checks. The task holds the
-//! cluster only weakly and ends with it.
+//! HTTPS GET over the cluster's mTLS client to `health_check.path`, else the instance's
+//! TXT `health=`, else `/healthz`; 2xx passes. Endpoint changes from discovery start and
+//! stop checks. The task holds the cluster only weakly and ends with it.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -75,9 +75,10 @@ fn spawn_check(
     shared: &Shared,
     policy: Weak<Mutex<ClusterPolicy>>,
     addr: SocketAddr,
+    txt_health: Option<&str>,
 ) -> AbortHandle {
     let config = shared.config.resilience.health_check.clone();
-    let path = check_path(&config, None).to_owned();
+    let path = check_path(&config, txt_health).to_owned();
     let probe = MtlsProbe::new(shared.client.clone());
     let span = tracing::debug_span!("health_check", cluster = %shared.name, endpoint = %addr);
     set.spawn(
@@ -98,7 +99,8 @@ fn spawn_check(
 /// The cluster's background task.
 pub(super) async fn background(shared: Weak<Shared>) {
     let mut checks: JoinSet<()> = JoinSet::new();
-    let mut running: HashMap<SocketAddr, AbortHandle> = HashMap::new();
+    // Keyed by address and announced path: a new `health=` restarts the check.
+    let mut running: HashMap<(SocketAddr, Option<String>), AbortHandle> = HashMap::new();
     loop {
         let next = {
             let Some(shared) = shared.upgrade() else {
@@ -106,18 +108,27 @@ pub(super) async fn background(shared: Weak<Shared>) {
             };
             let table = shared.states();
             if shared.config.resilience.health_check.enabled {
-                running.retain(|addr, task| {
-                    let keep = table.states.iter().any(|s| s.endpoint.address == *addr);
+                running.retain(|(addr, health), task| {
+                    let keep = table
+                        .states
+                        .iter()
+                        .any(|s| s.endpoint.address == *addr && s.endpoint.health == *health);
                     if !keep {
                         task.abort();
                     }
                     keep
                 });
                 for s in &table.states {
-                    let addr = s.endpoint.address;
-                    if let Entry::Vacant(slot) = running.entry(addr) {
+                    let (addr, health) = (s.endpoint.address, s.endpoint.health.clone());
+                    if let Entry::Vacant(slot) = running.entry((addr, health.clone())) {
                         let policy = std::sync::Arc::downgrade(&shared.policy);
-                        slot.insert(spawn_check(&mut checks, &shared, policy, addr));
+                        slot.insert(spawn_check(
+                            &mut checks,
+                            &shared,
+                            policy,
+                            addr,
+                            health.as_deref(),
+                        ));
                     }
                 }
                 while checks.try_join_next().is_some() {}
