@@ -431,3 +431,131 @@ fn promtool_refuses_a_broken_rule() {
     let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&path));
     assert!(!out.status.success(), "a broken expression passed: {out:?}");
 }
+
+// === deploy/local: the 3-zone cluster out of network namespaces ===
+
+/// Tears the cluster down when the test ends, whatever happened.
+struct LocalCluster {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+fn curl_in(ns: &str, args: &[&str]) -> Output {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sk", "--max-time", "5"])
+        .args(args))
+}
+
+#[test]
+fn local_cluster_script_serves_three_zones_and_fails_over() {
+    let uid = run(Command::new("id").arg("-u"));
+    assert_eq!(
+        text(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces); run as root"
+    );
+    tool("ip", "apt-get install iproute2");
+    tool("nsupdate", "apt-get install bind9-dnsutils");
+    tool("curl", "apt-get install curl");
+    tool("openssl", "apt-get install openssl");
+    let tmp = TempDir::new("deploy-local");
+    // The namespace prefix is the directory's name: short and unique per run.
+    let prefix = format!("ml{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let dir = tmp.join(&prefix);
+    let cluster = LocalCluster {
+        script: deploy("local").join("cluster.sh"),
+        dir: dir.clone(),
+    };
+    let out = run(Command::new("bash")
+        .arg(&cluster.script)
+        .arg("up")
+        .arg(&dir)
+        .arg(env!("CARGO_BIN_EXE_meshedge")));
+    assert_ok("deploy/local/cluster.sh up", &out);
+    let banner = text(&out.stdout);
+    assert!(banner.contains("ready."), "{banner}");
+    let client = format!("{prefix}-cl");
+    let call = |edge_ip: &str| {
+        let resolve = format!("edge.local:8443:{edge_ip}");
+        curl_in(
+            &client,
+            &[
+                "--resolve",
+                &resolve,
+                "-w",
+                "\n%{http_code}",
+                "https://edge.local:8443/echo/",
+            ],
+        )
+    };
+    // Both gateways answer from their own zone while it is healthy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for (edge_ip, zone) in [("198.18.1.11", "a"), ("198.18.1.12", "b")] {
+        loop {
+            let body = text(&call(edge_ip).stdout);
+            if body.ends_with("\n200") && body.contains(&format!("\"zone\":\"{zone}\"")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway {edge_ip} never answered from zone {zone}: {body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let status = run(Command::new("ip")
+        .args(["netns", "exec", &client, env!("CARGO_BIN_EXE_meshedge")])
+        .args(["status", "--admin", "198.18.1.11:9901"]));
+    assert_ok("meshedge status", &status);
+    let table = text(&status.stdout);
+    for ep in ["198.18.1.11:9001", "198.18.1.12:9002", "198.18.1.13:9001"] {
+        assert!(table.contains(ep), "{ep} not in\n{table}");
+    }
+
+    // Zone a's instances die: gateway a keeps answering 200, from another zone.
+    for i in [1, 2] {
+        let pid = std::fs::read_to_string(dir.join(format!("pids/echo-a{i}.pid"))).unwrap();
+        assert_ok("kill echo", &run(Command::new("kill").arg(pid.trim())));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut moved = 0;
+    while moved < 5 {
+        let body = text(&call("198.18.1.11").stdout);
+        if body.ends_with("\n200") && !body.contains("\"zone\":\"a\"") {
+            moved += 1;
+        } else {
+            moved = 0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway a did not fail over: {body}"
+        );
+    }
+
+    // Down: no process and no namespace of this cluster is left.
+    drop(cluster);
+    let left = run(Command::new("pgrep")
+        .arg("-f")
+        .arg(dir.to_string_lossy().as_ref()));
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        text(&left.stdout)
+    );
+    let list = run(Command::new("ip").args(["netns", "list"]));
+    assert!(
+        !text(&list.stdout).contains(&prefix),
+        "namespaces left: {}",
+        text(&list.stdout)
+    );
+}
