@@ -37,7 +37,7 @@ fn start(state: &std::path::Path) -> (Demo, Vec<String>) {
         .args(["demo", "--state-dir"])
         .arg(state)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(state.with_extension("stderr")).unwrap())
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
@@ -58,7 +58,11 @@ fn start(state: &std::path::Path) -> (Demo, Vec<String>) {
                     break;
                 }
             }
-            Err(_) => panic!("demo never became ready:\n{}", printed.join("\n")),
+            Err(_) => panic!(
+                "demo never became ready:\n{}\n{}",
+                printed.join("\n"),
+                std::fs::read_to_string(state.with_extension("stderr")).unwrap_or_default()
+            ),
         }
         if let Ok(Some(status)) = demo.child.try_wait() {
             panic!("demo exited {status}:\n{}", printed.join("\n"));
@@ -172,7 +176,26 @@ fn demo_starts_serves_and_stops_cleanly_twice() {
         String::from_utf8_lossy(&doctor.stdout)
     );
 
-    // Break something the printed way: kill the DNS server; gateways keep serving and
+    // Kill zone-a's instances the printed way while requests flow: no request fails and
+    // gateway 1 (in zone-a) moves to the other zones.
+    for n in 1..=2 {
+        let pid = std::fs::read_to_string(state.join(format!("pids/echo-zone-a-{n}.pid"))).unwrap();
+        run_ok(Command::new("kill").arg(pid.trim()));
+    }
+    let mut zones = std::collections::BTreeMap::new();
+    for i in 0..30 {
+        let v = curl(&printed, 8443, &format!("/zone-loss-{i}"));
+        *zones
+            .entry(v["zone"].as_str().expect("a served answer").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert!(!zones.contains_key("zone-a"), "{zones:?}");
+    assert!(
+        zones.contains_key("zone-b") && zones.contains_key("zone-c"),
+        "{zones:?}"
+    );
+
+    // Break something else the printed way: kill the DNS server; gateways keep serving and
     // doctor names the stale discovery.
     let dns_pid = std::fs::read_to_string(state.join("pids/dns.pid")).unwrap();
     run_ok(Command::new("kill").arg(dns_pid.trim()));

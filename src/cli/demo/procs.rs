@@ -87,7 +87,7 @@ impl Procs {
         });
         std::fs::write(
             self.dir.join("pids").join(format!("{name}.pid")),
-            child.id().to_string(),
+            format!("{}\n", child.id()),
         )?;
         if ready_marker.is_none() {
             self.procs.push(Proc {
