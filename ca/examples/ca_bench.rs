@@ -2,7 +2,7 @@
 //!
 //! `ca_bench core`: the signing core alone (CSR check + sign) against ring's raw ECDSA P-256
 //! sign + verify, in the same process and run.
-//! `ca_bench api --ca-addr A --bundle F --token T --spiffe-id ID`: enrolls once, then drives
+//! `ca_bench api --ca-addr A[,B,...] --bundle F --token T --spiffe-id ID`: enrolls once, then drives
 //! `POST /v1/workload` from `--clients` keep-alive mTLS connections with CSRs prepared
 //! beforehand, for `--total` issuances or `--seconds`, whichever ends first.
 
@@ -95,7 +95,12 @@ fn core(n: usize) {
 }
 
 async fn api(args: &[String]) {
-    let addr = arg(args, "--ca-addr").expect("--ca-addr");
+    // Several replicas: `--ca-addr A,B,C`; client c starts at replica c mod n.
+    let addrs: Vec<String> = arg(args, "--ca-addr")
+        .expect("--ca-addr")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let bundle_pem =
         std::fs::read_to_string(arg(args, "--bundle").expect("--bundle")).expect("bundle file");
     let token = arg(args, "--token").expect("--token");
@@ -119,7 +124,7 @@ async fn api(args: &[String]) {
         .expect("csr")
         .pem()
         .expect("pem");
-    let anon = CaClient::new(vec![addr.clone()], &bundle, None).expect("client");
+    let anon = CaClient::new(addrs.clone(), &bundle, None).expect("client");
     let node_svid = anon.enroll(&token, &node_csr, None).await.expect("enroll");
     let chain = certs_from_pem(&node_svid.chain_pem).expect("chain");
 
@@ -135,7 +140,9 @@ async fn api(args: &[String]) {
             chain.clone(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der())),
         );
-        let client = CaClient::new(vec![addr.clone()], &bundle, Some(identity)).expect("client");
+        let mut rotated = addrs.clone();
+        rotated.rotate_left(c % addrs.len());
+        let client = CaClient::new(rotated, &bundle, Some(identity)).expect("client");
         let (pems, done, failed) = (pems.clone(), done.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = c;
