@@ -278,7 +278,7 @@ impl Proxy {
                 }
             }
         } else {
-            ReqBody::Streaming(body)
+            ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(body))))
         };
         let head = Head {
             method: parts.method,

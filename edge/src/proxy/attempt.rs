@@ -5,14 +5,20 @@
 //! dropped and counted as cancelled).
 //!
 //! A request is replayed only when its body is buffered ([`ReqBody::Buffered`]: empty or
-//! small); a streamed body gets exactly one try.
+//! small); a streamed body is handed to a try only when the try first polls it
+//! ([`Deferred`]), so a try that failed before sending anything (connect, TLS, identity)
+//! leaves it for another endpoint.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -21,14 +27,60 @@ use tracing::Instrument;
 use crate::cluster::{failure_outcome, Cluster, Pick, RetryRoom};
 use crate::resilience::retry::TryContext;
 use crate::resilience::Outcome;
-use crate::upstream::{find_cause, UpstreamBody};
+use crate::upstream::{find_cause, BoxError, UpstreamBody};
 
 /// A request body as the tries see it.
 pub(super) enum ReqBody {
     /// Fully read: every try sends a copy.
     Buffered(Bytes),
-    /// Streamed from the client: one try only.
-    Streaming(UpstreamBody),
+    /// Streamed from the client: retried only while nothing of it was taken.
+    Streaming(Slot),
+}
+
+/// A streamed body not yet taken by a try.
+pub(super) type Slot = Arc<Mutex<Option<UpstreamBody>>>;
+
+/// The body of one try over a [`Slot`]: takes the stream on its first poll.
+struct Deferred {
+    slot: Slot,
+    inner: Option<UpstreamBody>,
+    hint: SizeHint,
+}
+
+impl Body for Deferred {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.inner.is_none() {
+            let taken = self
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            match taken {
+                Some(b) => self.inner = Some(b),
+                None => return Poll::Ready(Some(Err("request body already sent".into()))),
+            }
+        }
+        match self.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or(self.hint, Body::size_hint)
+    }
+}
+
+fn untouched(slot: &Slot) -> bool {
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
 }
 
 /// The request head every try sends.
@@ -59,20 +111,25 @@ impl TryResult {
     }
 }
 
-fn request(head: &Head, body: &mut Option<ReqBody>) -> Request<UpstreamBody> {
+fn request(head: &Head, body: &ReqBody) -> Request<UpstreamBody> {
     let body = match body {
-        Some(ReqBody::Buffered(b)) => Full::new(b.clone())
+        ReqBody::Buffered(b) => Full::new(b.clone())
             .map_err(|never| match never {})
             .boxed_unsync(),
-        Some(ReqBody::Streaming(_)) => match body.take() {
-            Some(ReqBody::Streaming(s)) => s,
-            _ => http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        },
-        None => http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync(),
+        ReqBody::Streaming(slot) => {
+            let hint = slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(Body::size_hint)
+                .unwrap_or_default();
+            Deferred {
+                slot: slot.clone(),
+                inner: None,
+                hint,
+            }
+            .boxed_unsync()
+        }
     };
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
@@ -133,7 +190,7 @@ async fn race(
     cluster: &Cluster,
     first: Pick,
     head: &Head,
-    body: &mut Option<ReqBody>,
+    body: &ReqBody,
     (per_try, hedge): (Duration, Option<Duration>),
     tried: &mut Vec<SocketAddr>,
     over_limit: &AtomicBool,
@@ -183,7 +240,6 @@ pub(super) async fn run(
 ) -> Answer {
     let idempotent = crate::resilience::retry::is_idempotent(&head.method);
     let replayable = matches!(body, ReqBody::Buffered(_));
-    let mut body = Some(body);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut prefer_other_zone = false;
     let mut retries = 0u32;
@@ -225,7 +281,7 @@ pub(super) async fn run(
             cluster,
             pick,
             &head,
-            &mut body,
+            &body,
             (per_try, hedge),
             &mut tried,
             over_limit,
@@ -251,12 +307,17 @@ pub(super) async fn run(
                 (outcome, Answer::Local(status, reason, Some(addr)))
             }
         };
-        if !replayable {
+        let never_sent = outcome == Outcome::ConnectFailure
+            && match &body {
+                ReqBody::Buffered(_) => true,
+                ReqBody::Streaming(slot) => untouched(slot),
+            };
+        if !replayable && !never_sent {
             return local;
         }
         let ctx = TryContext {
-            idempotent,
-            never_sent: outcome == Outcome::ConnectFailure,
+            idempotent: idempotent && replayable,
+            never_sent,
             retries,
         };
         match cluster.retry(outcome, ctx) {
