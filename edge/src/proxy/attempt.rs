@@ -333,3 +333,49 @@ pub(super) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> Head {
+        Head {
+            method: Method::POST,
+            uri: Uri::from_static("/upload"),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_goes_to_the_first_try_that_polls_it() {
+        let stream = Full::new(Bytes::from_static(b"payload"))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let slot: Slot = Arc::new(Mutex::new(Some(stream)));
+        let body = ReqBody::Streaming(slot.clone());
+        // A try that never sent its body (connect failure) leaves it in the slot.
+        let unsent = request(&head(), &body);
+        assert_eq!(unsent.body().size_hint().exact(), Some(7));
+        drop(unsent);
+        assert!(untouched(&slot));
+        // The next try takes it.
+        let sent = request(&head(), &body);
+        let got = sent.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"payload");
+        assert!(!untouched(&slot));
+        // A later try cannot send it twice.
+        let again = request(&head(), &body);
+        assert!(again.into_body().collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_is_sent_by_every_try() {
+        let body = ReqBody::Buffered(Bytes::from_static(b"small"));
+        for _ in 0..2 {
+            let req = request(&head(), &body);
+            assert_eq!(req.method(), Method::POST);
+            let got = req.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&got[..], b"small");
+        }
+    }
+}
