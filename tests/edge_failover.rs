@@ -308,6 +308,19 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
             guard.kill9();
         }
     }
+    let killed = std::time::Instant::now();
+    let gone = poll(Duration::from_secs(5), || {
+        ["a1", "a2"]
+            .iter()
+            .all(|a| endpoint(&edge, &addr_of(a))["available"] == false)
+            .then(|| killed.elapsed())
+    });
+    if let Some(d) = gone {
+        eprintln!(
+            "zone kill: zone a unavailable {} ms after SIGKILL",
+            d.as_millis()
+        );
+    }
     t.join().unwrap();
     let all = samples.lock().unwrap().clone();
     let (errors, max) = summary(&all);
@@ -362,14 +375,21 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
     for pid in &stopped {
         signal(*pid, "-STOP");
     }
-    t.join().unwrap();
-    // The hung zone stopped receiving traffic: its endpoints are unavailable.
+    let stopped_at = std::time::Instant::now();
+    // The hung zone stops receiving traffic: its endpoints become unavailable.
     let hung = poll(Duration::from_secs(5), || {
         ["b1", "b2"]
             .iter()
             .all(|b| endpoint(&edge, &addr_of(b))["available"] == false)
-            .then_some(())
+            .then(|| stopped_at.elapsed())
     });
+    t.join().unwrap();
+    if let Some(d) = hung {
+        eprintln!(
+            "zone hang: zone b unavailable {} ms after SIGSTOP",
+            d.as_millis()
+        );
+    }
     for pid in &stopped {
         signal(*pid, "-CONT");
     }

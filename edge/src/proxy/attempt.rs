@@ -1,8 +1,9 @@
 //! The tries of one request against a cluster: pick, per-try timeout, report; retries of
 //! failed tries to another endpoint (another zone after a zone-level failure) with backoff
 //! inside the retry budget; a hedged second try for idempotent requests that have not
-//! answered within the cluster's hedge delay (the first good answer wins, the other try is
-//! dropped and counted as cancelled).
+//! answered within the cluster's hedge delay (the first good answer wins; a losing hedge is
+//! dropped and counted as cancelled, a losing first try runs on detached until its per-try
+//! timeout so that a hung endpoint is still observed as one).
 //!
 //! A request is replayed only when its body is buffered ([`ReqBody::Buffered`]: empty or
 //! small); a streamed body is handed to a try only when the try first polls it
@@ -140,11 +141,11 @@ fn request(head: &Head, body: &ReqBody) -> Request<UpstreamBody> {
 
 /// One try, bounded by `per_try`, reported to the cluster.
 async fn one(
-    cluster: &Cluster,
+    cluster: Arc<Cluster>,
     pick: Pick,
     req: Request<UpstreamBody>,
     per_try: Duration,
-    over_limit: &AtomicBool,
+    over_limit: Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
     let addr = pick.address();
     let span = tracing::info_span!(
@@ -187,19 +188,24 @@ async fn one(
 
 /// A try, hedged with a second one to another zone after `hedge` when given.
 async fn race(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     first: Pick,
     head: &Head,
     body: &ReqBody,
     (per_try, hedge): (Duration, Option<Duration>),
     tried: &mut Vec<SocketAddr>,
-    over_limit: &AtomicBool,
+    over_limit: &Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
-    let a = one(cluster, first, request(head, body), per_try, over_limit);
+    let mut a = Box::pin(one(
+        cluster.clone(),
+        first,
+        request(head, body),
+        per_try,
+        over_limit.clone(),
+    ));
     let Some(delay) = hedge else {
         return a.await;
     };
-    tokio::pin!(a);
     tokio::select! {
         r = &mut a => return r,
         () = tokio::time::sleep(delay) => {}
@@ -212,7 +218,13 @@ async fn race(
     };
     tried.push(second.address());
     let remaining = per_try.saturating_sub(delay).max(Duration::from_millis(1));
-    let b = one(cluster, second, request(head, body), remaining, over_limit);
+    let b = one(
+        cluster.clone(),
+        second,
+        request(head, body),
+        remaining,
+        over_limit.clone(),
+    );
     tokio::pin!(b);
     let (first_done, a_won) = tokio::select! {
         r = &mut a => (r, true),
@@ -222,6 +234,11 @@ async fn race(
         if !a_won {
             metrics::counter!(crate::resilience::metrics::HEDGES_WON_TOTAL, "cluster" => cluster.name().to_owned())
                 .increment(1);
+            // The first try runs on, detached, until its per-try timeout: how it ends is
+            // what tells a hung endpoint (or zone) from a slow one.
+            tokio::spawn(async move {
+                let _ = a.await;
+            });
         }
         return first_done;
     }
@@ -232,11 +249,11 @@ async fn race(
 
 /// Runs the tries of a request until an answer, the deadline or the end of retries.
 pub(super) async fn run(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     head: Head,
     body: ReqBody,
     deadline: Instant,
-    over_limit: &AtomicBool,
+    over_limit: &Arc<AtomicBool>,
 ) -> Answer {
     let idempotent = crate::resilience::retry::is_idempotent(&head.method);
     let replayable = matches!(body, ReqBody::Buffered(_));
