@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::xfer::Protocol as Transport;
+use hickory_proto::xfer::{DnsHandle, DnsRequestOptions, FirstAnswer};
 use hickory_proto::ProtoErrorKind;
 use hickory_resolver::config::{
     NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig as HickoryConfig,
     ResolverOpts,
 };
 use hickory_resolver::lookup::Lookup;
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
 use hickory_resolver::TokioResolver;
 use tokio::sync::Semaphore;
 
@@ -62,6 +63,10 @@ impl ResolverConfig {
 #[derive(Clone)]
 pub struct DnsResolver {
     inner: TokioResolver,
+    /// The same nameservers without the cache, for queries whose whole response is read
+    /// (PTR answers with DNS-SD records in the Additional section).
+    pool: NameServerPool<TokioConnectionProvider>,
+    attempts: usize,
     concurrency: usize,
     in_flight: Option<Arc<Semaphore>>,
 }
@@ -96,12 +101,19 @@ impl DnsResolver {
         opts.ndots = 0;
         opts.try_tcp_on_error = true;
         opts.num_concurrent_reqs = 1;
+        let pool = NameServerPool::from_config(
+            group.clone(),
+            opts.clone(),
+            TokioConnectionProvider::default(),
+        );
         let hickory = HickoryConfig::from_parts(None, vec![], group);
         let inner = TokioResolver::builder_with_config(hickory, TokioConnectionProvider::default())
             .with_options(opts)
             .build();
         Ok(Self {
             inner,
+            pool,
+            attempts: config.attempts.max(1),
             concurrency: config.concurrency.max(1),
             in_flight: (config.max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_in_flight))),
@@ -120,38 +132,131 @@ impl DnsResolver {
         }
     }
 
+    /// One query through the uncached pool, whole response kept; retried on timeouts and
+    /// unreachable servers like the resolver's own queries.
+    async fn query_message(
+        &self,
+        name: &Name,
+        record_type: RecordType,
+    ) -> Result<Result<Message, Option<Duration>>, ResolveError> {
+        let _permit = match &self.in_flight {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        let mut last = None;
+        for _ in 0..self.attempts {
+            let query = Query::query(name.clone(), record_type);
+            match self.pool.lookup(query, options).first_answer().await {
+                Ok(response) => return Ok(Ok(response.into_message())),
+                Err(error) => match classify(name, record_type, error.into()) {
+                    // `classify` only ever answers `Empty`.
+                    Ok(Answer::Empty { negative_ttl }) => return Ok(Err(negative_ttl)),
+                    Ok(Answer::Records(_)) => return Ok(Err(None)),
+                    Err(error)
+                        if matches!(
+                            error.reason(),
+                            FailureReason::Timeout | FailureReason::Unreachable
+                        ) =>
+                    {
+                        last = Some(error);
+                    }
+                    Err(error) => return Err(error),
+                },
+            }
+        }
+        Err(last.unwrap_or(ResolveError::NoNameservers))
+    }
+
     async fn browse(&self, svc: &crate::ServiceName) -> Result<Resolution, ResolveError> {
         let mut ttl = Ttl::default();
         let ptr_name = svc.to_name();
-        let lookup = match self.query(&ptr_name, RecordType::PTR).await? {
-            Answer::Records(l) => l,
-            Answer::Empty { negative_ttl } => return Ok(empty(negative_ttl)),
+        let message = match self.query_message(&ptr_name, RecordType::PTR).await? {
+            Ok(message) => message,
+            Err(negative_ttl) => return Ok(empty(negative_ttl)),
         };
-        ttl.add_lookup(&lookup);
-        let mut instances: Vec<Name> = lookup
-            .record_iter()
-            .filter_map(|r| r.data().as_ptr().map(|p| p.0.clone()))
-            .collect();
+        let mut instances: Vec<Name> = Vec::new();
+        for record in message.answers() {
+            if let (Some(ptr), true) = (record.data().as_ptr(), *record.name() == ptr_name) {
+                ttl.add(Duration::from_secs(u64::from(record.ttl())));
+                instances.push(ptr.0.clone());
+            }
+        }
+        if instances.is_empty() {
+            // Answers, but no PTR for this name (NODATA itself arrives as an error above).
+            return Ok(empty(None));
+        }
         instances.sort();
         instances.dedup();
+        // RFC 6763 section 12.1: SRV, TXT and addresses the server sent along (our server
+        // does; BIND and dnsmasq do not). Instances or targets without them are queried.
+        let mut extra: HashMap<(Name, RecordType), Vec<&Record>> = HashMap::new();
+        for record in message.additionals() {
+            extra
+                .entry((record.name().to_lowercase(), record.record_type()))
+                .or_default()
+                .push(record);
+        }
+        let rrset = |name: &Name, rtype: RecordType| extra.get(&(name.to_lowercase(), rtype));
 
-        let lookups: Vec<_> = instances
+        let mut found: Vec<Option<InstanceRecords>> = Vec::new();
+        let mut missing = Vec::new();
+        for instance in instances {
+            match (
+                rrset(&instance, RecordType::SRV),
+                rrset(&instance, RecordType::TXT),
+            ) {
+                (Some(srv), Some(txt)) => {
+                    let mut t = Ttl::default();
+                    for r in srv.iter().chain(txt.iter()) {
+                        t.add(Duration::from_secs(u64::from(r.ttl())));
+                    }
+                    let srvs = Srv::from_records(srv.iter().copied());
+                    let txt = parse_txt(&instance, txt.iter().copied());
+                    if srvs.is_empty() {
+                        missing.push(instance);
+                    } else {
+                        found.push(Some((instance_label(svc, &instance), srvs, txt, t)));
+                    }
+                }
+                _ => missing.push(instance),
+            }
+        }
+        let lookups: Vec<_> = missing
             .into_iter()
             .map(|instance| self.instance(svc, instance))
             .collect();
-        let found: Vec<Option<InstanceRecords>> = stream::iter(lookups)
+        let queried: Vec<Option<InstanceRecords>> = stream::iter(lookups)
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
+        found.extend(queried);
         let mut per_instance = Vec::new();
         for (name, srvs, txt, t) in found.into_iter().flatten() {
             ttl.merge(t);
             per_instance.push((name, srvs, txt));
         }
-        let srvs: Vec<&Srv> = per_instance.iter().flat_map(|(_, s, _)| s).collect();
-        let addrs = self
-            .addresses(srvs.iter().map(|s| &s.target), &mut ttl)
-            .await?;
+        let mut addrs: HashMap<Name, Vec<IpAddr>> = HashMap::new();
+        let mut unknown: Vec<&Name> = Vec::new();
+        for srv in per_instance.iter().flat_map(|(_, s, _)| s) {
+            let a = rrset(&srv.target, RecordType::A);
+            let aaaa = rrset(&srv.target, RecordType::AAAA);
+            if a.is_none() && aaaa.is_none() {
+                unknown.push(&srv.target);
+                continue;
+            }
+            let entry = addrs.entry(srv.target.clone()).or_default();
+            if !entry.is_empty() {
+                continue;
+            }
+            for r in a.into_iter().chain(aaaa).flatten() {
+                ttl.add(Duration::from_secs(u64::from(r.ttl())));
+                entry.extend(address(r));
+            }
+        }
+        let queried = self.addresses(unknown.into_iter(), &mut ttl).await?;
+        addrs.extend(queried);
         let mut endpoints = Vec::new();
         for (instance, srvs, txt) in &per_instance {
             for srv in srvs {
@@ -170,10 +275,7 @@ impl DnsResolver {
         svc: &crate::ServiceName,
         name: Name,
     ) -> Result<Option<InstanceRecords>, ResolveError> {
-        let label = svc.instance_of(&name).unwrap_or_else(|| {
-            let first = name.iter().next().unwrap_or_default();
-            String::from_utf8_lossy(first).into_owned()
-        });
+        let label = instance_label(svc, &name);
         let (srv, txt) = tokio::join!(
             self.query(&name, RecordType::SRV),
             self.query(&name, RecordType::TXT)
@@ -182,7 +284,7 @@ impl DnsResolver {
         let srvs = match srv? {
             Answer::Records(l) => {
                 ttl.add_lookup(&l);
-                Srv::from_lookup(&l)
+                Srv::from_records(l.record_iter())
             }
             Answer::Empty { .. } => Vec::new(),
         };
@@ -194,7 +296,7 @@ impl DnsResolver {
         let txt = match txt? {
             Answer::Records(l) => {
                 ttl.add_lookup(&l);
-                parse_txt(&name, &l)
+                parse_txt(&name, l.record_iter())
             }
             Answer::Empty { .. } => Txt::default(),
         };
@@ -208,7 +310,7 @@ impl DnsResolver {
             Answer::Empty { negative_ttl } => return Ok(empty(negative_ttl)),
         };
         ttl.add_lookup(&lookup);
-        let srvs = Srv::from_lookup(&lookup);
+        let srvs = Srv::from_records(lookup.record_iter());
         let addrs = self
             .addresses(srvs.iter().map(|s| &s.target), &mut ttl)
             .await?;
@@ -251,11 +353,7 @@ impl DnsResolver {
             let entry = out.entry(target).or_default();
             if let Answer::Records(l) = answer {
                 ttl.add_lookup(&l);
-                entry.extend(l.record_iter().filter_map(|r| match r.data() {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                    _ => None,
-                }));
+                entry.extend(l.record_iter().filter_map(address));
             }
         }
         Ok(out)
@@ -286,9 +384,8 @@ struct Srv {
 }
 
 impl Srv {
-    fn from_lookup(lookup: &Lookup) -> Vec<Srv> {
-        lookup
-            .record_iter()
+    fn from_records<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Srv> {
+        records
             .filter_map(|r| r.data().as_srv())
             // A target of "." means "no service at this instance" (RFC 2782).
             .filter(|s| !s.target().is_root())
@@ -327,11 +424,25 @@ impl Srv {
     }
 }
 
-fn parse_txt(owner: &Name, lookup: &Lookup) -> Txt {
+fn instance_label(svc: &crate::ServiceName, name: &Name) -> String {
+    svc.instance_of(name).unwrap_or_else(|| {
+        let first = name.iter().next().unwrap_or_default();
+        String::from_utf8_lossy(first).into_owned()
+    })
+}
+
+fn address(record: &Record) -> Option<IpAddr> {
+    match record.data() {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+        _ => None,
+    }
+}
+
+fn parse_txt<'a>(owner: &Name, mut records: impl Iterator<Item = &'a Record>) -> Txt {
     // Several TXT records at one name are unusual; the first one is used.
     let owner = owner.to_string();
-    lookup
-        .record_iter()
+    records
         .find_map(|r| r.data().as_txt())
         .map(|t| txt::parse(&owner, t.iter().map(|s| &s[..])))
         .unwrap_or_default()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 
 use super::persist;
 use super::update;
@@ -89,6 +89,9 @@ impl Handler {
                 response.set_authoritative(true);
                 match zone.lookup(query.name(), query.query_type()) {
                     Answer::Found(records) => {
+                        if query.query_type() == RecordType::PTR {
+                            response.add_additionals(dns_sd_additionals(zone, &records));
+                        }
                         response.add_answers(records.into_iter().cloned());
                         ResponseCode::NoError
                     }
@@ -186,6 +189,36 @@ impl Handler {
     }
 }
 
+/// RFC 6763 section 12.1: with PTR answers, the SRV and TXT of each instance and the A/AAAA
+/// of each SRV target (when this zone has them), so a browse needs one query. Dropped (not
+/// truncated) when the response does not fit.
+fn dns_sd_additionals(zone: &Zone, ptrs: &[&Record]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for ptr in ptrs {
+        let Some(instance) = ptr.data().as_ptr().map(|p| &p.0) else {
+            continue;
+        };
+        if !zone.contains(instance) {
+            continue;
+        }
+        let srvs = zone.rrset(instance, RecordType::SRV);
+        out.extend(srvs.iter().cloned());
+        out.extend(zone.rrset(instance, RecordType::TXT).iter().cloned());
+        for target in srvs
+            .iter()
+            .filter_map(|r| r.data().as_srv())
+            .map(|s| s.target())
+        {
+            if zone.contains(target) {
+                for rtype in [RecordType::A, RecordType::AAAA] {
+                    out.extend(zone.rrset(target, rtype).iter().cloned());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn count_update(outcome: &'static str) {
     ::metrics::counter!(m::SERVER_UPDATES_TOTAL, "outcome" => outcome).increment(1);
 }
@@ -249,6 +282,14 @@ fn encode(
     let bytes = finish(response.clone())?;
     if bytes.len() <= limit {
         return Some(bytes);
+    }
+    if !response.additionals().is_empty() {
+        // Additional data is optional: drop it before truncating (RFC 2181 section 9).
+        response.take_additionals();
+        let bytes = finish(response.clone())?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
     }
     // Too big: header and question only, TC set; the client retries over TCP.
     response.take_answers();
