@@ -8,8 +8,8 @@ total=${1:-30000}
 clients=${2:-32}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q --bin meshedge -p meshedge
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p meshedge-ca --example ca_bench
-bin=$PWD/target/release/meshedge
-bench=$PWD/target/release/examples/ca_bench
+bin=$(realpath ${CARGO_TARGET_DIR:-target})/release/meshedge
+bench=$(realpath ${CARGO_TARGET_DIR:-target})/release/examples/ca_bench
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
 dir=$(mktemp -d /tmp/meshedge-ca-replicas.XXXX)
 chown postgres "$dir"

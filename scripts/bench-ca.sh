@@ -8,8 +8,8 @@ total=${1:-200000}
 clients=${2:-32}
 cargo build --release -q --bin meshedge -p meshedge
 cargo build --release -q -p meshedge-ca --example ca_bench
-bin=target/release/meshedge
-bench=target/release/examples/ca_bench
+bin=${CARGO_TARGET_DIR:-target}/release/meshedge
+bench=${CARGO_TARGET_DIR:-target}/release/examples/ca_bench
 dir=$(mktemp -d /tmp/meshedge-ca-bench.XXXX)
 trap 'kill $ca_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 
