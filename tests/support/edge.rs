@@ -225,7 +225,10 @@ impl Upstream {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                         let (st, peer) = (st.clone(), peer.clone());
                         async move {
-                            st.requests.fetch_add(1, Ordering::SeqCst);
+                            // Proxied requests; the gateway's active health checks are not.
+                            if req.uri().path() != "/healthz" {
+                                st.requests.fetch_add(1, Ordering::SeqCst);
+                            }
                             st.requests_by_conn
                                 .lock()
                                 .unwrap()
