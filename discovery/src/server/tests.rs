@@ -191,6 +191,43 @@ async fn large_answers_truncate_over_udp() {
 }
 
 #[tokio::test]
+async fn ptr_answers_carry_dns_sd_additionals_or_drop_them() {
+    let key = TsigKey::generate("k.").expect("key");
+    let server = start(vec![key.clone()], None).await;
+    let reg = Registrar::new(server.local_addr(), name("mesh.test."), key);
+    for i in 0..3 {
+        reg.register(&instance(i)).await.expect("register");
+    }
+    let ptr = "_web._tcp.mesh.test.";
+    let reply = udp_query(server.local_addr(), ptr, RecordType::PTR, true).await;
+    assert_eq!(reply.answers().len(), 3);
+    let count = |t: RecordType| {
+        reply
+            .additionals()
+            .iter()
+            .filter(|r| r.record_type() == t)
+            .count()
+    };
+    assert_eq!(
+        (
+            count(RecordType::SRV),
+            count(RecordType::TXT),
+            count(RecordType::A)
+        ),
+        (3, 3, 3)
+    );
+    // Too big for 512 bytes with the additionals, small enough without: answers kept,
+    // additionals dropped, no truncation.
+    for i in 3..12 {
+        reg.register(&instance(i)).await.expect("register");
+    }
+    let plain = udp_query(server.local_addr(), ptr, RecordType::PTR, false).await;
+    assert!(!plain.truncated());
+    assert_eq!(plain.answers().len(), 12);
+    assert!(plain.additionals().is_empty());
+}
+
+#[tokio::test]
 async fn registrations_survive_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("zones.snap");
