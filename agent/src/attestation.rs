@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use meshedge_ca::client::{CaClient, ClientError};
 use meshedge_ca::fsutil::write_atomic;
 use rcgen::KeyPair;
 
@@ -69,14 +68,4 @@ pub fn load_or_create(state_dir: &Path) -> Result<KeyPair, AttestationError> {
 /// The public half as the CA registers it (uncompressed point).
 pub fn public_key(key: &KeyPair) -> Vec<u8> {
     rcgen::PublicKeyData::der_bytes(key).to_vec()
-}
-
-/// One re-attestation round trip (anonymous TLS: the node SVID may have expired).
-pub async fn reattest(
-    client: &CaClient,
-    node: &str,
-    csr_pem: &str,
-    key: &KeyPair,
-) -> Result<meshedge_ca::api::SvidResponse, ClientError> {
-    client.reattest(node, csr_pem, key).await
 }

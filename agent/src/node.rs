@@ -11,7 +11,7 @@ use std::time::Duration;
 use meshedge_ca::client::{trust_domain_of_bundle, CaClient, ClientError};
 use meshedge_ca::fsutil::{create_private_dir, write_atomic};
 use meshedge_ca::tls::certs_from_pem;
-use meshedge_ca::TrustDomain;
+use meshedge_ca::{SpiffeId, TrustDomain};
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -199,45 +199,17 @@ impl NodeIdentity {
             CaClient::new(cfg.ca_addrs.clone(), bundle, None).map_err(NodeError::Client)?;
         let attestation = attestation::load_or_create(&cfg.state_dir)?;
         let attestation_public = attestation::public_key(&attestation);
-        let mut backoff = Backoff::for_ca();
-        loop {
-            let kc = KeyAndCsr::generate(&id)?;
-            match anonymous
-                .enroll_with_attestation(
-                    token,
-                    &kc.csr_pem,
-                    ttl_secs(cfg.node_ttl),
-                    Some(&attestation_public),
-                )
-                .await
-            {
-                Ok(resp) => {
-                    ca_ok();
-                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "enroll", "result" => "ok")
-                        .increment(1);
-                    let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
-                        .map_err(NodeError::BadAnswer)?;
-                    persist(&cfg.state_dir, &svid, &resp.bundle_pem)?;
-                    tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node enrolled");
-                    return Ok(svid);
-                }
-                Err(e) => {
-                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "enroll", "result" => "error")
-                        .increment(1);
-                    ca_failed("enroll");
-                    if !e.is_retryable() {
-                        return Err(NodeError::Enroll {
-                            node: cfg.node.clone(),
-                            source: e,
-                        });
-                    }
-                    let wait = backoff.next_delay(rand::random());
-                    metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
-                    tracing::warn!(error = %e, retry_in = ?wait, "enrollment: CA unreachable, retrying");
-                    tokio::time::sleep(wait).await;
-                }
+        let ttl = ttl_secs(cfg.node_ttl);
+        obtain_until_answered(cfg, &id, "enroll", |csr| {
+            let anonymous = &anonymous;
+            let attestation_public = &attestation_public;
+            async move {
+                anonymous
+                    .enroll_with_attestation(token, &csr, ttl, Some(attestation_public))
+                    .await
             }
-        }
+        })
+        .await
     }
 
     /// The trust domain.
@@ -328,36 +300,11 @@ impl NodeIdentity {
             })?;
         let anonymous =
             CaClient::new(cfg.ca_addrs.clone(), bundle, None).map_err(NodeError::Client)?;
-        let mut backoff = Backoff::for_ca();
-        loop {
-            let kc = KeyAndCsr::generate(&id)?;
-            match attestation::reattest(&anonymous, &cfg.node, &kc.csr_pem, key).await {
-                Ok(resp) => {
-                    ca_ok();
-                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "ok")
-                        .increment(1);
-                    let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
-                        .map_err(NodeError::BadAnswer)?;
-                    persist(&cfg.state_dir, &svid, &resp.bundle_pem)?;
-                    tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node re-attested after its SVID expired");
-                    return Ok(svid);
-                }
-                Err(e) => {
-                    ca_failed("reattest");
-                    metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => "reattest", "result" => "error")
-                        .increment(1);
-                    if !e.is_retryable() {
-                        return Err(NodeError::Enroll {
-                            node: cfg.node.clone(),
-                            source: e,
-                        });
-                    }
-                    let wait = backoff.next_delay(rand::random());
-                    tracing::warn!(error = %e, retry_in = ?wait, "re-attestation: CA unreachable, retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        obtain_until_answered(cfg, &id, "reattest", |csr| {
+            let anonymous = &anonymous;
+            async move { anonymous.reattest(&cfg.node, &csr, key).await }
+        })
+        .await
     }
 
     /// The node SVID expired (the CA was unreachable for longer than its lifetime): get a
@@ -374,8 +321,7 @@ impl NodeIdentity {
         let bundle = self.bundle.borrow().clone();
         let anonymous =
             CaClient::new(self.cfg.ca_addrs.clone(), &bundle, None).map_err(NodeError::Client)?;
-        let resp = match attestation::reattest(&anonymous, &self.cfg.node, &kc.csr_pem, &key).await
-        {
+        let resp = match anonymous.reattest(&self.cfg.node, &kc.csr_pem, &key).await {
             Ok(r) => r,
             Err(e) => {
                 ca_failed("reattest");
@@ -433,6 +379,52 @@ impl NodeIdentity {
         *self.svid.write().expect("lock not poisoned") = Arc::new(svid);
         *self.client.write().expect("lock not poisoned") = Arc::new(client);
         Ok(())
+    }
+}
+
+/// Obtains a node SVID for `id` from a CA call (`op`: enroll or reattest) that takes a fresh
+/// PEM CSR, retrying unreachable CAs with capped backoff; a refusal is final. The SVID and
+/// bundle are persisted before they are returned.
+async fn obtain_until_answered<F, Fut>(
+    cfg: &NodeConfig,
+    id: &SpiffeId,
+    op: &'static str,
+    mut call: F,
+) -> Result<Svid, NodeError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<meshedge_ca::api::SvidResponse, ClientError>>,
+{
+    let mut backoff = Backoff::for_ca();
+    loop {
+        let kc = KeyAndCsr::generate(id)?;
+        match call(kc.csr_pem).await {
+            Ok(resp) => {
+                ca_ok();
+                metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => op, "result" => "ok")
+                    .increment(1);
+                let svid = Svid::from_response(&resp, kc.key_pkcs8, OffsetDateTime::now_utc())
+                    .map_err(NodeError::BadAnswer)?;
+                persist(&cfg.state_dir, &svid, &resp.bundle_pem)?;
+                tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, op, "node SVID obtained");
+                return Ok(svid);
+            }
+            Err(e) => {
+                metrics::counter!(m::NODE_RENEWALS_TOTAL, "op" => op, "result" => "error")
+                    .increment(1);
+                ca_failed(op);
+                if !e.is_retryable() {
+                    return Err(NodeError::Enroll {
+                        node: cfg.node.clone(),
+                        source: e,
+                    });
+                }
+                let wait = backoff.next_delay(rand::random());
+                metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
+                tracing::warn!(error = %e, retry_in = ?wait, op, "CA unreachable, retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
