@@ -150,7 +150,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .expect("the idle HTTP/2 connection is closed by GOAWAY")
         .unwrap();
     if let Err(e) = &ended {
-        assert!(e.is_go_away(), "{e:?}");
+        // GOAWAY, or the socket closing right behind it (the frame then reads as a reset).
+        assert!(e.is_go_away() || e.is_io(), "{e:?}");
     }
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "the in-flight request finished: {r:?}");

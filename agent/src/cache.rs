@@ -131,6 +131,7 @@ impl SvidCache {
         let schedule = RenewalSchedule::default();
         let mut backoff = Backoff::for_ca();
         let mut bundle_rx = self.node.bundle();
+        let mut node_rx = self.node.installed();
         let mut next_sync = Instant::now();
         let mut last_sync: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
@@ -191,6 +192,17 @@ impl SvidCache {
                     if changed.is_ok() {
                         let bundle = bundle_rx.borrow_and_update().clone();
                         self.publish(|s| s.bundle = bundle);
+                    }
+                }
+                changed = node_rx.changed() => {
+                    node_rx.borrow_and_update();
+                    if changed.is_ok() && retry_at.is_some() {
+                        // The node just got a new SVID: the CA answers again (after an
+                        // outage, often with a node SVID that had expired). Retry now
+                        // instead of sleeping out this loop's own backoff.
+                        tracing::info!("node SVID renewed; retrying workload SVIDs now");
+                        retry_at = None;
+                        backoff.reset();
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! The sample workload behind `meshedge echo`: HTTPS with mTLS (HTTP/1.1 and HTTP/2) from an
 //! [`X509Source`], answering every path with JSON `{service, instance, zone, peer_spiffe_id,
-//! path}`, `/healthz` with `{"status":"ok"}`, and failing or slowing down on request.
+//! peer_not_after, peer_cert_expired, path}`, `/healthz` with `{"status":"ok"}`, and failing or slowing down on request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,7 +107,14 @@ impl EchoServer {
                         return;
                     }
                 };
-                let peer = peer_spiffe_id(tls.get_ref().1).map(|id| id.to_string());
+                let session = tls.get_ref().1;
+                let peer = Peer {
+                    id: peer_spiffe_id(session).map(|id| id.to_string()),
+                    not_after: session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|leaf| meshedge_ca::svid::not_after_of(leaf).ok()),
+                };
                 let service =
                     hyper::service::service_fn(move |req| answer(cfg.clone(), peer.clone(), req));
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -121,9 +128,16 @@ impl EchoServer {
     }
 }
 
+/// The client of one connection, as its certificate said at the handshake.
+#[derive(Clone)]
+struct Peer {
+    id: Option<String>,
+    not_after: Option<time::OffsetDateTime>,
+}
+
 async fn answer(
     cfg: Arc<EchoConfig>,
-    peer: Option<String>,
+    peer: Peer,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -145,7 +159,11 @@ async fn answer(
             "service": cfg.service,
             "instance": cfg.instance,
             "zone": cfg.zone,
-            "peer_spiffe_id": peer,
+            "peer_spiffe_id": peer.id,
+            "peer_not_after": peer.not_after.map(|t| t.unix_timestamp()),
+            // Whether the certificate this request came with has expired by now (a client
+            // that reuses a connection made with an SVID since expired shows up here).
+            "peer_cert_expired": peer.not_after.is_some_and(|t| t <= time::OffsetDateTime::now_utc()),
             "path": path,
         }),
     ))

@@ -114,6 +114,8 @@ pub struct NodeIdentity {
     svid: RwLock<Arc<Svid>>,
     client: RwLock<Arc<CaClient>>,
     bundle: watch::Sender<Arc<Vec<CertificateDer<'static>>>>,
+    /// Counts node SVIDs installed since start (each one is proof the CA answers).
+    installed: watch::Sender<u64>,
 }
 
 impl NodeIdentity {
@@ -175,6 +177,7 @@ impl NodeIdentity {
             svid: RwLock::new(Arc::new(svid)),
             client: RwLock::new(Arc::new(client)),
             bundle: bundle_tx,
+            installed: watch::channel(0).0,
         }))
     }
 
@@ -235,6 +238,12 @@ impl NodeIdentity {
     /// The latest trust bundle, updated by every CA answer.
     pub fn bundle(&self) -> watch::Receiver<Arc<Vec<CertificateDer<'static>>>> {
         self.bundle.subscribe()
+    }
+
+    /// Changes every time a new node SVID is installed: the CA is reachable again, so
+    /// whatever waits in backoff (the workload SVID cache) may retry at once.
+    pub fn installed(&self) -> watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Takes the bundle of a CA answer if it differs from the current one.
@@ -378,6 +387,7 @@ impl NodeIdentity {
         tracing::info!(id = %svid.spiffe_id, not_after = %svid.lifetime.not_after, "node SVID renewed");
         *self.svid.write().expect("lock not poisoned") = Arc::new(svid);
         *self.client.write().expect("lock not poisoned") = Arc::new(client);
+        self.installed.send_modify(|n| *n += 1);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use meshedge_ca::svid::spiffe_id_of;
-use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, UnexpectedPeerId};
+use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, SvidBoundSessions, UnexpectedPeerId};
 use meshedge_ca::{SpiffeId, TrustDomain};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
@@ -277,9 +277,30 @@ pub fn client_config(
     source: &X509Source,
     allowed: AllowedIds,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(SpiffePeerVerifier::new(source.clone(), allowed))
-        .with_client_cert_resolver(SvidResolver::new(source.clone())))
+        .with_client_cert_resolver(SvidResolver::new(source.clone()));
+    // A resumed session would authenticate with the SVID of its first handshake, even after
+    // a rotation (and after that SVID expired): sessions are kept per SVID.
+    let rotating = source.clone();
+    cfg.resumption = rustls::client::Resumption::store(SvidBoundSessions::new(
+        Arc::new(move || svid_fingerprint(&rotating)),
+        256,
+    ));
+    Ok(cfg)
+}
+
+/// A hash of the default SVID's leaf: changes on every rotation.
+fn svid_fingerprint(source: &X509Source) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    source
+        .current()
+        .default_svid()
+        .and_then(|s| s.chain.first())
+        .map(|leaf| leaf.as_ref())
+        .hash(&mut hasher);
+    hasher.finish()
 }

@@ -12,6 +12,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::spiffe::SpiffeId;
 use crate::svid::spiffe_id_of;
 
+mod sessions;
+
+pub use sessions::{SvidBoundSessions, SvidVersion};
+
 /// Which SPIFFE IDs a peer may present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedIds {

@@ -45,6 +45,8 @@ pub fn failure_outcome(kind: FailureKind) -> Outcome {
         FailureKind::Connect | FailureKind::Tls | FailureKind::Identity => Outcome::ConnectFailure,
         FailureKind::Timeout => Outcome::Timeout,
         FailureKind::Protocol => Outcome::Reset,
+        // Our own certificate, not the endpoint: counts neither way.
+        FailureKind::OwnSvidExpired => Outcome::Cancelled,
     }
 }
 
@@ -338,6 +340,11 @@ impl Cluster {
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.shared.client.send(pick.address(), req).await
+    }
+
+    /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.
+    pub fn own_svid_expired(&self) -> Option<time::OffsetDateTime> {
+        self.shared.client.own_svid_expired()
     }
 
     /// Whole-request timeout unless the route sets one.

@@ -195,6 +195,16 @@ pub enum EndpointsConfig {
     },
 }
 
+/// What an upstream's certificate must name, besides chaining to the trust bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamIdentity {
+    /// A SPIFFE ID these allow (`allowed_ids` / `allowed_id_prefixes`): mesh upstreams.
+    Spiffe(AllowedIds),
+    /// A DNS name the certificate is valid for (`verify_dns_name`): upstreams outside the
+    /// mesh, checked like a browser checks a server.
+    DnsName(String),
+}
+
 /// `[clusters.<name>]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -202,8 +212,8 @@ pub struct ClusterConfig {
     pub name: String,
     /// Endpoint source.
     pub endpoints: EndpointsConfig,
-    /// IDs the upstreams may present.
-    pub allowed_ids: AllowedIds,
+    /// How the upstreams' certificates are checked beyond the chain to the bundle.
+    pub upstream_identity: UpstreamIdentity,
     /// HTTP version.
     pub protocol: UpstreamProtocol,
     /// SNI.

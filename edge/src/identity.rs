@@ -213,24 +213,59 @@ impl Identity {
     }
 }
 
-/// `ResolvesClientCert` presenting the current SVID; swapped on rotation.
+/// `ResolvesClientCert` presenting the current SVID; swapped on rotation. It also knows
+/// when that SVID expires, so that nothing is sent upstream with an expired one.
 #[derive(Debug)]
-pub struct ClientCertResolver(ArcSwap<CertifiedKey>);
+pub struct ClientCertResolver(ArcSwap<PresentedSvid>);
+
+#[derive(Debug)]
+struct PresentedSvid {
+    key: Arc<CertifiedKey>,
+    not_after: Option<OffsetDateTime>,
+    generation: u64,
+}
+
+impl PresentedSvid {
+    fn new(key: Arc<CertifiedKey>, generation: u64) -> Self {
+        let not_after = key.cert.first().and_then(not_after);
+        Self {
+            key,
+            not_after,
+            generation,
+        }
+    }
+}
 
 impl ClientCertResolver {
     /// A resolver presenting `svid`.
     pub fn new(svid: Arc<CertifiedKey>) -> Arc<Self> {
-        Arc::new(Self(ArcSwap::new(svid)))
+        Arc::new(Self(ArcSwap::from_pointee(PresentedSvid::new(svid, 0))))
     }
 
     /// Replaces the SVID; new upstream connections present it.
     pub fn swap(&self, svid: Arc<CertifiedKey>) {
-        self.0.store(svid);
+        self.0
+            .rcu(|old| Arc::new(PresentedSvid::new(svid.clone(), old.generation + 1)));
+    }
+
+    /// Counts swaps: connections made under an older generation present an older SVID.
+    pub fn generation(&self) -> u64 {
+        self.0.load().generation
     }
 
     /// The SVID presented now.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.0.load_full()
+        self.0.load().key.clone()
+    }
+
+    /// The `notAfter` of the SVID presented now (`None` if its leaf cannot be parsed).
+    pub fn not_after(&self) -> Option<OffsetDateTime> {
+        self.0.load().not_after
+    }
+
+    /// `Some(notAfter)` when the SVID presented now has expired at `now`.
+    pub fn expired_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.not_after().filter(|t| *t <= now)
     }
 }
 
@@ -240,7 +275,7 @@ impl ResolvesClientCert for ClientCertResolver {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+        Some(self.current())
     }
 
     fn has_certs(&self) -> bool {

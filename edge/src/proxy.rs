@@ -301,8 +301,8 @@ impl Proxy {
                     metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
                         .increment(1);
                 }
-                if reason == "no_endpoint" {
-                    metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => cluster_name.to_owned(), "reason" => "no_endpoint").increment(1);
+                if reason == "no_endpoint" || reason == "own_svid_expired" {
+                    metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => cluster_name.to_owned(), "reason" => reason).increment(1);
                 }
                 self.local(&rt, entry, started, status, reason, &request_id)
             }

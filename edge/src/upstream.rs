@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -16,14 +17,14 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, UnexpectedPeerId};
+use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, SvidBoundSessions, UnexpectedPeerId};
 use meshedge_ca::SpiffeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::config::{ClusterConfig, UpstreamIdentity, UpstreamProtocol};
 use crate::identity::ClientCertResolver;
 use crate::metrics as m;
 
@@ -46,6 +47,9 @@ pub enum FailureKind {
     Timeout,
     /// The connection broke or the peer spoke bad HTTP.
     Protocol,
+    /// Not sent: the gateway's own SVID has expired (the CA is unreachable and rotation
+    /// failed). Not the endpoint's fault.
+    OwnSvidExpired,
 }
 
 impl FailureKind {
@@ -57,12 +61,16 @@ impl FailureKind {
             Self::Identity => "identity",
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
+            Self::OwnSvidExpired => "own_svid_expired",
         }
     }
 
     /// True when the request provably never reached the upstream application.
     pub fn is_never_sent(&self) -> bool {
-        matches!(self, Self::Connect | Self::Tls | Self::Identity)
+        matches!(
+            self,
+            Self::Connect | Self::Tls | Self::Identity | Self::OwnSvidExpired
+        )
     }
 }
 
@@ -103,6 +111,14 @@ pub enum ConnectError {
         /// What the cluster allows.
         allowed: AllowedIds,
     },
+    /// The gateway's own SVID expired; no connection was attempted.
+    #[error("own SVID expired at {not_after}; not connecting to {addr} with it")]
+    OwnSvidExpired {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// When the SVID expired.
+        not_after: time::OffsetDateTime,
+    },
     /// The URI handed to the connector has no `IP:PORT` authority (a bug).
     #[error("upstream uri {uri} has no IP:PORT authority")]
     BadUri {
@@ -118,6 +134,7 @@ impl ConnectError {
             Self::Tcp { .. } | Self::Timeout { .. } | Self::BadUri { .. } => FailureKind::Connect,
             Self::Tls { .. } => FailureKind::Tls,
             Self::IdentityMismatch { .. } => FailureKind::Identity,
+            Self::OwnSvidExpired { .. } => FailureKind::OwnSvidExpired,
         }
     }
 }
@@ -144,22 +161,44 @@ fn unexpected_peer(e: &std::io::Error) -> Option<UnexpectedPeerId> {
     }
 }
 
-/// Builds the rustls client config of a cluster: SPIFFE verification with the cluster's
-/// allowed IDs, the gateway's SVID as client certificate, ALPN by protocol.
+/// Builds the rustls client config of a cluster: the upstream checked by chain to the
+/// bundle and by SPIFFE ID (or by DNS name for upstreams outside the mesh), the gateway's
+/// SVID as client certificate, ALPN by protocol.
 pub fn client_tls(
     roots: &[CertificateDer<'static>],
     cluster: &ClusterConfig,
     svid: Arc<ClientCertResolver>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let verifier = SpiffeServerVerifier::new(roots, cluster.allowed_ids.clone())
-        .map_err(|e| rustls::Error::General(format!("trust bundle: {e}")))?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .dangerous()
-    .with_custom_certificate_verifier(verifier)
-    .with_client_cert_resolver(svid);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+        match &cluster.upstream_identity {
+            UpstreamIdentity::Spiffe(allowed) => SpiffeServerVerifier::new(roots, allowed.clone())
+                .map_err(|e| rustls::Error::General(format!("trust bundle: {e}")))?,
+            UpstreamIdentity::DnsName(_) => {
+                let mut store = rustls::RootCertStore::empty();
+                for root in roots {
+                    store.add(root.clone())?;
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(store),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(format!("trust bundle: {e}")))?
+            }
+        };
+    let generation = svid.clone();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(svid);
+    // Resumed sessions carry the identity of their first handshake: after a rotation,
+    // connections start over with a full handshake presenting the new SVID.
+    cfg.resumption = rustls::client::Resumption::store(SvidBoundSessions::new(
+        Arc::new(move || generation.generation()),
+        256,
+    ));
     cfg.alpn_protocols = match cluster.protocol {
         UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
@@ -173,6 +212,7 @@ pub fn client_tls(
 pub struct MtlsConnector {
     cluster: Arc<str>,
     tls: TlsConnector,
+    svid: Arc<ClientCertResolver>,
     server_name: Option<ServerName<'static>>,
     connect_timeout: std::time::Duration,
 }
@@ -192,6 +232,9 @@ impl MtlsConnector {
             .ok_or_else(|| ConnectError::BadUri {
                 uri: uri.to_string(),
             })?;
+        if let Some(not_after) = self.svid.expired_at(time::OffsetDateTime::now_utc()) {
+            return Err(ConnectError::OwnSvidExpired { addr, not_after });
+        }
         let fut = async {
             let tcp = TcpStream::connect(addr)
                 .await
@@ -319,32 +362,94 @@ impl UpstreamError {
     }
 }
 
-/// The HTTP client of one cluster.
+/// The HTTP client of one cluster. Its connection pool belongs to one SVID: after a
+/// rotation the next request starts a fresh pool, so a pooled connection never carries a
+/// request under an SVID older than the current one (requests in flight on the old pool
+/// finish on it; its connections close once idle).
 #[derive(Clone)]
 pub struct UpstreamClient {
+    connector: MtlsConnector,
+    pool: PoolSettings,
+    current: Arc<ArcSwap<SvidPool>>,
+    svid: Arc<ClientCertResolver>,
+}
+
+#[derive(Clone, Copy)]
+struct PoolSettings {
+    idle_timeout: std::time::Duration,
+    max_idle_per_endpoint: usize,
+    http2_only: bool,
+}
+
+struct SvidPool {
+    generation: u64,
     client: Client<MtlsConnector, UpstreamBody>,
 }
 
 impl UpstreamClient {
-    /// A client for `cluster` using `tls`.
-    pub fn new(cluster: &ClusterConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+    /// A client for `cluster` using `tls`, whose client certificate `svid` resolves.
+    pub fn new(
+        cluster: &ClusterConfig,
+        tls: Arc<rustls::ClientConfig>,
+        svid: Arc<ClientCertResolver>,
+    ) -> Self {
         let connector = MtlsConnector {
             cluster: cluster.name.as_str().into(),
             tls: TlsConnector::from(tls),
+            svid: svid.clone(),
             server_name: cluster
                 .server_name
                 .as_deref()
+                .or(match &cluster.upstream_identity {
+                    UpstreamIdentity::DnsName(name) => Some(name.as_str()),
+                    UpstreamIdentity::Spiffe(_) => None,
+                })
                 .and_then(|s| ServerName::try_from(s.to_owned()).ok()),
             connect_timeout: cluster.connect_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cluster.pool_idle_timeout)
-            .pool_max_idle_per_host(cluster.pool_max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(cluster.protocol == UpstreamProtocol::Http2)
-            .build(connector);
-        Self { client }
+        let pool = PoolSettings {
+            idle_timeout: cluster.pool_idle_timeout,
+            max_idle_per_endpoint: cluster.pool_max_idle_per_endpoint,
+            http2_only: cluster.protocol == UpstreamProtocol::Http2,
+        };
+        let first = SvidPool {
+            generation: svid.generation(),
+            client: build_client(&connector, pool),
+        };
+        Self {
+            connector,
+            pool,
+            current: Arc::new(ArcSwap::from_pointee(first)),
+            svid,
+        }
+    }
+
+    /// The client whose pool belongs to the current SVID, started on first use after a
+    /// rotation.
+    fn client(&self) -> Client<MtlsConnector, UpstreamBody> {
+        let generation = self.svid.generation();
+        let current = self.current.load();
+        if current.generation >= generation {
+            return current.client.clone();
+        }
+        tracing::debug!(cluster = %self.connector.cluster, generation, "SVID rotated: new upstream pool");
+        let fresh = Arc::new(SvidPool {
+            generation,
+            client: build_client(&self.connector, self.pool),
+        });
+        self.current.rcu(|p| {
+            if p.generation >= generation {
+                p.clone()
+            } else {
+                fresh.clone()
+            }
+        });
+        self.current.load().client.clone()
+    }
+
+    /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.
+    pub fn own_svid_expired(&self) -> Option<time::OffsetDateTime> {
+        self.svid.expired_at(time::OffsetDateTime::now_utc())
     }
 
     /// Sends `req` (path and query only in its URI) to `addr`.
@@ -369,7 +474,14 @@ impl UpstreamClient {
                 source: e.into(),
             })?;
         *req.version_mut() = http::Version::HTTP_11;
-        self.client.request(req).await.map_err(|e| {
+        if let Some(not_after) = self.own_svid_expired() {
+            return Err(UpstreamError {
+                addr,
+                kind: FailureKind::OwnSvidExpired,
+                source: ConnectError::OwnSvidExpired { addr, not_after }.into(),
+            });
+        }
+        self.client().request(req).await.map_err(|e| {
             let kind =
                 find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
             UpstreamError {
@@ -379,4 +491,17 @@ impl UpstreamClient {
             }
         })
     }
+}
+
+fn build_client(
+    connector: &MtlsConnector,
+    pool: PoolSettings,
+) -> Client<MtlsConnector, UpstreamBody> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_endpoint)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(pool.http2_only)
+        .build(connector.clone())
 }

@@ -222,8 +222,9 @@ impl Upstream {
                         .and_then(|c| meshedge_ca::svid::spiffe_id_of(&c[0]).ok())
                         .map(|id| id.to_string())
                         .unwrap_or_default();
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
                     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let (st, peer) = (st.clone(), peer.clone());
+                        let (st, peer, sni) = (st.clone(), peer.clone(), sni.clone());
                         async move {
                             // Proxied requests; the gateway's active health checks are not.
                             if req.uri().path() != "/healthz" {
@@ -254,6 +255,7 @@ impl Upstream {
                                 "version": format!("{:?}", parts.version),
                                 "headers": headers,
                                 "peer": peer,
+                                "sni": sni,
                                 "body_bytes": body,
                             });
                             *st.last.lock().unwrap() = Some(v.clone());

@@ -34,7 +34,10 @@ pub struct ResolverConfig {
     pub timeout: Duration,
     /// Attempts per query.
     pub attempts: usize,
-    /// Records cached by the resolver (0 disables the cache).
+    /// Records cached by the resolver (0, the default, disables the cache). Watches
+    /// re-resolve when their records expire, so a cache rarely answers them; when it does
+    /// (a target shared by services refreshing at different moments) it hands back a record
+    /// about to expire, which drags the watch into an extra refresh a moment later.
     pub cache_size: usize,
     /// Queries in flight at once for one resolution (instances and targets).
     pub concurrency: usize,
@@ -45,14 +48,14 @@ pub struct ResolverConfig {
 }
 
 impl ResolverConfig {
-    /// Defaults (2 s timeout, 2 attempts, 4096 cached records, 32 queries in flight per
-    /// resolution and 64 for the resolver) for the given nameservers.
+    /// Defaults (2 s timeout, 2 attempts, no cache, 32 queries in flight per resolution and
+    /// 64 for the resolver) for the given nameservers.
     pub fn new(nameservers: Vec<SocketAddr>) -> Self {
         Self {
             nameservers,
             timeout: Duration::from_secs(2),
             attempts: 2,
-            cache_size: 4096,
+            cache_size: 0,
             concurrency: 32,
             max_in_flight: 64,
         }

@@ -12,8 +12,9 @@ pub struct WatchConfig {
     pub min_refresh: Duration,
     /// Longest wait between resolutions (TTLs above are lowered to this; retry cap).
     pub max_refresh: Duration,
-    /// Fraction added at random to each wait, in `[0, jitter]` (0 disables jitter). Jitter
-    /// only lengthens waits, so a refresh never lands before the cached records expire.
+    /// Fraction taken at random off each wait, in `[0, jitter]` (0 disables jitter). Jitter
+    /// only shortens waits (never below `min_refresh`), so a watch re-resolves no later than
+    /// its records' TTL and a registration is seen within TTL + one resolution.
     pub jitter: f64,
 }
 
@@ -41,10 +42,12 @@ impl WatchConfig {
             .min(self.max_refresh.max(self.min_refresh))
     }
 
-    /// `base` lengthened by `jitter * sample`; `sample` is in `[0, 1)`.
+    /// `base` shortened by `jitter * sample` (`sample` in `[0, 1)`), but not below
+    /// `min_refresh` (nor below `base` when `base` is already shorter).
     pub fn jittered(&self, base: Duration, sample: f64) -> Duration {
         let fraction = (self.jitter * sample).clamp(0.0, 1.0);
-        base + base.mul_f64(fraction)
+        let floor = self.min_refresh.min(base);
+        base.saturating_sub(base.mul_f64(fraction)).max(floor)
     }
 }
 

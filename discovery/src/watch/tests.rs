@@ -59,8 +59,15 @@ fn delays() {
         ..config()
     };
     assert_eq!(j.jittered(secs(10), 0.0), secs(10));
-    assert_eq!(j.jittered(secs(10), 0.5), Duration::from_millis(12_500));
-    assert!(j.jittered(secs(10), 0.999) < secs(15));
+    assert_eq!(j.jittered(secs(10), 0.5), Duration::from_millis(7_500));
+    assert!(j.jittered(secs(10), 0.999) > secs(5));
+    assert!(j.jittered(secs(10), 0.999) < secs(6));
+    // Never below min_refresh, never above the TTL.
+    assert_eq!(j.jittered(Duration::from_millis(1_500), 0.9), secs(1));
+    assert_eq!(
+        j.jittered(Duration::from_millis(500), 0.9),
+        Duration::from_millis(500)
+    );
 }
 
 #[test]

@@ -63,6 +63,7 @@ impl HealthProbe for MtlsProbe {
                     CheckResult::from_status(status)
                 }
                 Err(e) if e.kind == FailureKind::Timeout => CheckResult::Timeout,
+                Err(e) if e.kind == FailureKind::OwnSvidExpired => CheckResult::NotSent,
                 Err(_) => CheckResult::ConnectFailure,
             }
         })

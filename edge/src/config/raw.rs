@@ -207,6 +207,10 @@ pub struct RawCluster {
     /// SPIFFE ID prefixes (segment-wise) the upstreams may present.
     #[serde(default)]
     pub allowed_id_prefixes: Vec<String>,
+    /// Instead of SPIFFE IDs: the DNS name the upstreams' certificates must be valid for
+    /// (standard WebPKI name check against the trust bundle), for upstreams outside the mesh.
+    #[serde(default)]
+    pub verify_dns_name: Option<String>,
     /// `auto` (ALPN), `http1` or `http2`.
     #[serde(default = "default_protocol")]
     pub protocol: String,

@@ -132,7 +132,18 @@ rewrite_prefix = "/x""#,
         (
             r#"allowed_id_prefixes = ["spiffe://example.org/svc/"]"#,
             "",
-            "clusters.canary: set allowed_ids or allowed_id_prefixes",
+            "clusters.canary: set allowed_ids, allowed_id_prefixes or verify_dns_name",
+        ),
+        (
+            r#"allowed_id_prefixes = ["spiffe://example.org/svc/"]"#,
+            r#"allowed_id_prefixes = ["spiffe://example.org/svc/"]
+verify_dns_name = "canary.example.org""#,
+            "clusters.canary: set one of allowed_ids, allowed_id_prefixes and verify_dns_name",
+        ),
+        (
+            r#"allowed_id_prefixes = ["spiffe://example.org/svc/"]"#,
+            r#"verify_dns_name = "10.0.0.3""#,
+            r#"clusters.canary.verify_dns_name: "10.0.0.3" is not a DNS name"#,
         ),
         (
             r#"endpoints = ["10.0.0.3:8443"]"#,

@@ -143,7 +143,7 @@ pub fn runtime(
                 Arc::new(Cluster::new(
                     c.clone(),
                     source(c),
-                    UpstreamClient::new(c, tls),
+                    UpstreamClient::new(c, tls, svid.clone()),
                 ))
             }
         };

@@ -255,6 +255,15 @@ pub(super) async fn run(
     deadline: Instant,
     over_limit: &Arc<AtomicBool>,
 ) -> Answer {
+    if let Some(not_after) = cluster.own_svid_expired() {
+        tracing::warn!(
+            cluster = %cluster.name(),
+            %not_after,
+            "gateway SVID expired at {not_after} (CA unreachable?); request to cluster {} not sent",
+            cluster.name()
+        );
+        return Answer::Local(StatusCode::SERVICE_UNAVAILABLE, "own_svid_expired", None);
+    }
     let idempotent = crate::resilience::retry::is_idempotent(&head.method);
     let replayable = matches!(body, ReqBody::Buffered(_));
     let mut tried: Vec<SocketAddr> = Vec::new();

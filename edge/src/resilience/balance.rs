@@ -364,7 +364,8 @@ impl Balancer {
         }
     }
 
-    /// Power of two choices: two distinct candidates drawn by weight, lower score wins.
+    /// Power of two choices: two distinct candidates drawn by weight, lower score (latency
+    /// x (in-flight + 1)) wins; an idle endpoint without samples wins as a probe.
     fn p2c<R: Rng + ?Sized>(
         &self,
         now: Instant,
@@ -397,6 +398,12 @@ impl Balancer {
         let mean = self.mean_latency(now);
         let score = |i: usize| {
             let e = &self.endpoints[i];
+            if !e.ewma.is_sampled() && e.in_flight == 0 {
+                // A probe: an endpoint without samples takes one request at a time until
+                // it has one. Scored at the mean it would lose every draw against a peer
+                // faster than the mean under light load, and never be measured.
+                return 0.0;
+            }
             self.latency(e, now, mean) * f64::from(e.in_flight + 1)
         };
         Some(if score(b) < score(a) { b } else { a })

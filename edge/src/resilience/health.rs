@@ -47,6 +47,9 @@ pub enum CheckResult {
     ConnectFailure,
     /// No answer within the timeout.
     Timeout,
+    /// Not sent because the gateway's own SVID has expired: says nothing about the
+    /// endpoint, so it changes neither its health nor its counters.
+    NotSent,
 }
 
 impl CheckResult {
@@ -135,6 +138,9 @@ impl HealthCheck {
     ) -> Transition {
         self.last = Some(result);
         self.next_at = now + self.config.interval + jitter(self.config.interval_jitter, rng);
+        if result == CheckResult::NotSent {
+            return Transition::Unchanged;
+        }
         if result.is_pass() {
             self.failures = 0;
             self.passes = self.passes.saturating_add(1);
@@ -174,6 +180,7 @@ mod tests {
         let p = CheckResult::Pass;
         let f = CheckResult::Timeout;
         let s = CheckResult::from_status(503);
+        let n = CheckResult::NotSent;
         use Transition::{BecameHealthy as Up, BecameUnhealthy as Down, Unchanged as Same};
         // (results in order, expected transitions, healthy at the end)
         let cases: &[(&[CheckResult], &[Transition], bool)] = &[
@@ -193,6 +200,9 @@ mod tests {
                 true,
             ),
             (&[f, f, f, f], &[Same, Down, Same, Same], false),
+            // Not sent (own SVID expired) neither counts as a failure nor breaks a streak.
+            (&[f, n, n, f], &[Same, Same, Same, Down], false),
+            (&[f, f, p, n, p], &[Same, Down, Same, Same, Up], true),
         ];
         let t0 = Instant::now();
         for (i, &(results, want, healthy)) in cases.iter().enumerate() {

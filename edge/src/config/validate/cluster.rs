@@ -5,7 +5,9 @@ use meshedge_ca::SpiffeId;
 
 use super::Checker;
 use crate::config::raw::RawCluster;
-use crate::config::{ClusterConfig, EndpointsConfig, StaticEndpoint, UpstreamProtocol};
+use crate::config::{
+    ClusterConfig, EndpointsConfig, StaticEndpoint, UpstreamIdentity, UpstreamProtocol,
+};
 
 pub(super) fn cluster(
     c: &mut Checker<'_>,
@@ -80,44 +82,27 @@ pub(super) fn cluster(
                 .collect(),
         )),
     };
-    let allowed_ids = match (rc.allowed_ids.is_empty(), rc.allowed_id_prefixes.is_empty()) {
-        (true, true) => {
+    let set = [
+        !rc.allowed_ids.is_empty(),
+        !rc.allowed_id_prefixes.is_empty(),
+        rc.verify_dns_name.is_some(),
+    ];
+    let upstream_identity = match set.iter().filter(|b| **b).count() {
+        0 => {
             c.fail(
                 &key,
-                "set allowed_ids or allowed_id_prefixes (upstream identities)",
+                "set allowed_ids, allowed_id_prefixes or verify_dns_name (upstream identities)",
             );
             None
         }
-        (false, false) => {
-            c.fail(&key, "set allowed_ids or allowed_id_prefixes, not both");
+        1 => upstream_identity(c, &key, rc),
+        _ => {
+            c.fail(
+                &key,
+                "set one of allowed_ids, allowed_id_prefixes and verify_dns_name, not several",
+            );
             None
         }
-        (false, true) => Some(AllowedIds::Exact(
-            rc.allowed_ids
-                .iter()
-                .enumerate()
-                .filter_map(|(i, id)| match SpiffeId::parse(id) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        c.fail(format!("{key}.allowed_ids[{i}]"), e.to_string());
-                        None
-                    }
-                })
-                .collect(),
-        )),
-        (true, false) => Some(AllowedIds::Prefixes(
-            rc.allowed_id_prefixes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| match SpiffeId::parse(p.trim_end_matches('/')) {
-                    Ok(id) => Some(id.as_str().to_owned()),
-                    Err(e) => {
-                        c.fail(format!("{key}.allowed_id_prefixes[{i}]"), e.to_string());
-                        None
-                    }
-                })
-                .collect(),
-        )),
     };
     let protocol = match rc.protocol.as_str() {
         "auto" => UpstreamProtocol::Auto,
@@ -149,7 +134,7 @@ pub(super) fn cluster(
     Some(ClusterConfig {
         name: name.to_owned(),
         endpoints: endpoints?,
-        allowed_ids: allowed_ids?,
+        upstream_identity: upstream_identity?,
         protocol,
         server_name: rc.server_name.clone(),
         connect_timeout: connect_timeout?,
@@ -159,4 +144,51 @@ pub(super) fn cluster(
         resilience,
         local_zone: local_zone.map(str::to_owned),
     })
+}
+
+/// The upstream identity of a cluster that sets exactly one of the three keys.
+fn upstream_identity(c: &mut Checker<'_>, key: &str, rc: &RawCluster) -> Option<UpstreamIdentity> {
+    match (rc.allowed_ids.is_empty(), rc.allowed_id_prefixes.is_empty()) {
+        (true, true) => {
+            let name = rc.verify_dns_name.as_deref().unwrap_or_default();
+            match rustls::pki_types::ServerName::try_from(name) {
+                Ok(rustls::pki_types::ServerName::DnsName(_)) => {
+                    Some(UpstreamIdentity::DnsName(name.to_owned()))
+                }
+                _ => {
+                    c.fail(
+                        format!("{key}.verify_dns_name"),
+                        format!("{name:?} is not a DNS name"),
+                    );
+                    None
+                }
+            }
+        }
+        (false, _) => Some(UpstreamIdentity::Spiffe(AllowedIds::Exact(
+            rc.allowed_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| match SpiffeId::parse(id) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        c.fail(format!("{key}.allowed_ids[{i}]"), e.to_string());
+                        None
+                    }
+                })
+                .collect(),
+        ))),
+        (true, false) => Some(UpstreamIdentity::Spiffe(AllowedIds::Prefixes(
+            rc.allowed_id_prefixes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match SpiffeId::parse(p.trim_end_matches('/')) {
+                    Ok(id) => Some(id.as_str().to_owned()),
+                    Err(e) => {
+                        c.fail(format!("{key}.allowed_id_prefixes[{i}]"), e.to_string());
+                        None
+                    }
+                })
+                .collect(),
+        ))),
+    }
 }

@@ -300,3 +300,41 @@ fn distribution_reports_zone_traffic() {
     assert!((a.traffic - 0.56).abs() < 1e-9, "{}", a.traffic);
     assert!((t.zones[1].share - 0.22).abs() < 1e-9);
 }
+
+#[test]
+fn an_unsampled_endpoint_is_probed_under_sequential_load() {
+    // Zone "b" has a measured endpoint faster than the cluster mean and a new one. One
+    // request at a time: the new one must get a probe, then latency decides.
+    let mut b = balancer(None, &[(0, "a", 1, 1), (0, "b", 2, 2)]);
+    let t0 = Instant::now();
+    b.finish(
+        ep(1),
+        t0,
+        Duration::from_millis(5),
+        Outcome::Response { status: 200 },
+    );
+    b.finish(
+        ep(2),
+        t0,
+        Duration::from_millis(1),
+        Outcome::Response { status: 200 },
+    );
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut picks: HashMap<EndpointId, u32> = HashMap::new();
+    for _ in 0..200 {
+        let p = b.pick(t0, &mut rng, &[], false).expect("endpoints exist");
+        *picks.entry(p.endpoint).or_default() += 1;
+        let rtt = if p.endpoint == ep(3) { 3 } else { 1 };
+        b.finish(
+            p.endpoint,
+            t0,
+            Duration::from_millis(rtt),
+            Outcome::Response { status: 200 },
+        );
+    }
+    assert!(picks.get(&ep(3)).copied().unwrap_or(0) >= 1, "{picks:?}");
+    assert!(
+        picks[&ep(2)] > picks.get(&ep(3)).copied().unwrap_or(0),
+        "once measured, the faster endpoint wins: {picks:?}"
+    );
+}
