@@ -185,28 +185,20 @@ impl Gateway {
         let key_path = mesh.dir.join("listener.key");
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        let config = format!(
-            r#"
-[listener]
-address = "127.0.0.1:0"
-http3 = false
-[[listener.certificates]]
-cert = "{}"
-key = "{}"
-[admin]
-address = "127.0.0.1:0"
-[identity]
-workload_api_socket = "unix://{}"
+        let identity = format!(
+            r#"workload_api_socket = "unix://{}""#,
+            mesh.socket("n1").display()
+        );
+        let config = edge::config_head(&cert_path, &key_path, &identity)
+            + &format!(
+                r#"
 [clusters.echo]
 endpoints = ["{echo_addr}"]
 allowed_ids = ["{ECHO_ID}"]
 [[routes]]
 cluster = "echo"
-"#,
-            cert_path.display(),
-            key_path.display(),
-            mesh.socket("n1").display(),
-        );
+"#
+            );
         let path = mesh.dir.join("edge.toml");
         std::fs::write(&path, config).unwrap();
         Self {

@@ -18,20 +18,15 @@ async fn cluster_verifies_upstream_by_dns_name() {
     let serving = pki.svid(WEB_ID, "serving").await;
     let me = pki.svid(EDGE_ID, "edge").await;
     let web = Upstream::start(&pki, &serving, "web").await;
-    let config = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-http3 = false
-[[listener.certificates]]
-cert = "{scert}"
-key = "{skey}"
-[admin]
-address = "127.0.0.1:0"
-[identity]
-cert = "{icert}"
-key = "{ikey}"
-bundle = "{bundle}"
+    let identity = format!(
+        "cert = \"{}\"\nkey = \"{}\"\nbundle = \"{}\"",
+        me.cert.display(),
+        me.key.display(),
+        pki.bundle_path.display()
+    );
+    let config = config_head(&serving.cert, &serving.key, &identity)
+        + &format!(
+            r#"
 [clusters.by-name]
 endpoints = ["{web}"]
 verify_dns_name = "api.example.org"
@@ -45,13 +40,8 @@ cluster = "by-name"
 match = {{ path_prefix = "/wrong" }}
 cluster = "wrong-name"
 "#,
-        scert = serving.cert.display(),
-        skey = serving.key.display(),
-        icert = me.cert.display(),
-        ikey = me.key.display(),
-        bundle = pki.bundle_path.display(),
-        web = web.addr,
-    );
+            web = web.addr,
+        );
     let path = pki.dir.join("edge.toml");
     std::fs::write(&path, config).unwrap();
     let edge = spawn_edge(&path, pki.dir.path());

@@ -65,29 +65,18 @@ async fn svid_from_the_workload_api_is_presented_upstream() {
     let serving = pki.svid(WEB_ID, "serving").await;
     let pay_svid = pki.svid(PAY_ID, "pay").await;
     let pay = Upstream::start(&pki, &pay_svid, "payments").await;
-    let config = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-http3 = false
-[[listener.certificates]]
-cert = "{}"
-key = "{}"
-[admin]
-address = "127.0.0.1:0"
-[identity]
-workload_api_socket = "unix://{}"
+    let identity = format!(r#"workload_api_socket = "unix://{}""#, socket.display());
+    let config = config_head(&serving.cert, &serving.key, &identity)
+        + &format!(
+            r#"
 [clusters.payments]
 endpoints = ["{}"]
 allowed_ids = ["{PAY_ID}"]
 [[routes]]
 cluster = "payments"
 "#,
-        serving.cert.display(),
-        serving.key.display(),
-        socket.display(),
-        pay.addr,
-    );
+            pay.addr,
+        );
     let path = pki.dir.join("edge-wl.toml");
     std::fs::write(&path, config).unwrap();
     let check = meshedge()

@@ -289,6 +289,27 @@ pub struct Edge {
     pub redirect: Option<SocketAddr>,
 }
 
+/// The head of a minimal gateway config: a TLS listener on port 0 (no HTTP/3) serving
+/// `cert`/`key`, the admin listener on port 0, and `[identity]` with the given lines.
+pub fn config_head(cert: &Path, key: &Path, identity: &str) -> String {
+    format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+http3 = false
+[[listener.certificates]]
+cert = "{}"
+key = "{}"
+[admin]
+address = "127.0.0.1:0"
+[identity]
+{identity}
+"#,
+        cert.display(),
+        key.display(),
+    )
+}
+
 /// Starts `meshedge edge --config PATH` and waits for its listening lines.
 pub fn spawn_edge(config: &Path, logs: &Path) -> Edge {
     let stderr_path = logs.join(format!("edge-{}.stderr", rand::random::<u32>()));
