@@ -1,6 +1,7 @@
 //! HTTP/3 on the gateway's port (UDP), checked with aioquic's client (tests/h3_client.py):
 //! requests routed to the mTLS upstream like TCP ones, `Alt-Svc` advertised on TCP
-//! responses, several requests on one QUIC connection.
+//! responses, several requests on one QUIC connection; the QUIC connection limit refuses
+//! connections beyond it while the others (and TCP) keep being served.
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -8,7 +9,8 @@ mod support;
 
 use edge::*;
 
-fn h3(w: &World, path: &str, n: usize, headers: &[&str]) -> Vec<serde_json::Value> {
+/// The aioquic client (tests/h3_client.py) set up for `GET path` to the gateway.
+fn h3_command(w: &World, path: &str) -> std::process::Command {
     let addr = w.edge.http3.expect("http3 listening line");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h3_client.py");
     let mut cmd = std::process::Command::new("python3");
@@ -21,7 +23,13 @@ fn h3(w: &World, path: &str, n: usize, headers: &[&str]) -> Vec<serde_json::Valu
         ])
         .arg("--cacert")
         .arg(&w.pki.bundle_path)
-        .args(["--path", path, "-n", &n.to_string()]);
+        .args(["--path", path]);
+    cmd
+}
+
+fn h3(w: &World, path: &str, n: usize, headers: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = h3_command(w, path);
+    cmd.args(["-n", &n.to_string()]);
     for h in headers {
         cmd.args(["--header", h]);
     }
@@ -76,4 +84,75 @@ async fn http3_requests_are_proxied_and_advertised() {
         metrics.contains("protocol=\"h3\""),
         "h3 requests counted:\n{metrics}"
     );
+}
+
+/// Starts the aioquic client holding its connection open for `hold` seconds after one
+/// request; returns once that request was answered.
+fn h3_holder(w: &World, hold: u32) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead;
+    let mut child = h3_command(w, "/pay/held")
+        .args(["--hold", &hold.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, serde_json::from_str(&line).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_beyond_the_limit_are_refused_and_others_keep_working() {
+    let w = World::start("edge-h3lim", "http3 = true\nquic_max_connections = 2", "").await;
+    let (mut a, first) = tokio::task::block_in_place(|| h3_holder(&w, 8));
+    let (mut b, second) = tokio::task::block_in_place(|| h3_holder(&w, 8));
+    assert_eq!(first["status"], 200, "{first}");
+    assert_eq!(second["status"], 200, "{second}");
+
+    // A third connection while two are open: refused during the handshake.
+    let refused = tokio::task::block_in_place(|| h3_command(&w, "/pay/third").output().unwrap());
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "third QUIC connection not refused: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    // TCP clients are served all along.
+    assert_eq!(
+        curl_async(&w, "api.example.org", "/pay/tcp", &[])
+            .await
+            .status,
+        200
+    );
+    let (_, metrics) = admin(w.edge.admin, "GET", "/metrics");
+    assert!(
+        metric(
+            &metrics,
+            "meshedge_edge_requests_refused_total{reason=\"quic_connection_limit\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+
+    // Once the held connections close, new QUIC connections are accepted again.
+    a.wait().unwrap();
+    b.wait().unwrap();
+    let again = tokio::task::block_in_place(|| poll_h3(&w));
+    assert_eq!(again["status"], 200, "{again}");
+}
+
+/// One request on a new QUIC connection, retried for a few seconds while the gateway
+/// notices closed connections.
+fn poll_h3(w: &World) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let out = h3_command(w, "/pay/again").output().unwrap();
+        if out.status.success() || started.elapsed() > std::time::Duration::from_secs(10) {
+            let text = String::from_utf8_lossy(&out.stdout);
+            return serde_json::from_str(text.lines().next().unwrap_or("{}")).unwrap_or_default();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

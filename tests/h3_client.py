@@ -6,7 +6,11 @@ Sends N GET requests over one QUIC connection and prints one JSON line per respo
 {"status": 200, "headers": {...}, "body": "..."}.
 
 usage: h3_client.py --connect 127.0.0.1:PORT --server-name api.example.org \
-                    --cacert bundle.pem --path /pay/x [-n 3] [--header name:value]
+                    --cacert bundle.pem --path /pay/x [-n 3] [--header name:value] \
+                    [--hold SECONDS]
+
+--hold keeps the connection open that long after the last response. A connection the
+server refuses or closes during the handshake prints {"error": "..."} and exits 3.
 """
 import argparse
 import asyncio
@@ -72,15 +76,21 @@ async def main() -> int:
     p.add_argument("--path", default="/")
     p.add_argument("-n", type=int, default=1)
     p.add_argument("--header", action="append", default=[])
+    p.add_argument("--hold", type=float, default=0.0)
     a = p.parse_args()
     host, port = a.connect.rsplit(":", 1)
     cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=a.server_name)
     cfg.load_verify_locations(a.cacert)
     headers = [tuple(h.split(":", 1)) for h in a.header]
     authority = f"{a.server_name}:{port}"
-    async with connect(host, int(port), configuration=cfg, create_protocol=Client) as client:
-        for _ in range(a.n):
-            print(json.dumps(await client.get(authority, a.path, headers)), flush=True)
+    try:
+        async with connect(host, int(port), configuration=cfg, create_protocol=Client) as client:
+            for _ in range(a.n):
+                print(json.dumps(await client.get(authority, a.path, headers)), flush=True)
+            await asyncio.sleep(a.hold)
+    except ConnectionError as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        return 3
     return 0
 
 

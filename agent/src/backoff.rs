@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// Longest wait between CA attempts while an SVID has already expired: workloads are down
+/// then, and coming back within seconds of the CA matters more than sparing a CA that does
+/// not answer (SPIRE's agent syncs every 5 s).
+pub const URGENT_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Retry delays: `base * 2^failures`, capped at `max`, then scaled into `[1/2, 1]` of that by
 /// the jitter so that many agents restarted together do not retry in lockstep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +35,19 @@ impl Backoff {
     /// Records a failure and returns how long to wait before the next attempt.
     /// `jitter` is a uniform random number in `[0, 1)`.
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        self.next_delay_within(jitter, self.max)
+    }
+
+    /// [`Backoff::next_delay`] with a lower ceiling for this attempt, e.g.
+    /// [`URGENT_RETRY_MAX`] while SVIDs have expired.
+    pub fn next_delay_within(&mut self, jitter: f64, cap: Duration) -> Duration {
         let exp = self.failures.min(31);
         self.failures = self.failures.saturating_add(1);
+        let max = self.max.min(cap).max(self.base);
         let ceiling = self
             .base
             .checked_mul(1u32 << exp)
-            .map_or(self.max, |d| d.min(self.max));
+            .map_or(max, |d| d.min(max));
         ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 
@@ -74,6 +86,21 @@ mod tests {
         assert_eq!(b.failures(), 7);
         b.reset();
         assert_eq!(b.next_delay(1.0), ms(100));
+    }
+
+    #[test]
+    fn an_urgent_cap_shortens_only_long_waits() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        for _ in 0..10 {
+            b.next_delay(1.0);
+        }
+        assert_eq!(b.clone().next_delay(1.0), Duration::from_secs(30));
+        assert_eq!(b.next_delay_within(1.0, URGENT_RETRY_MAX), URGENT_RETRY_MAX);
+        let mut fresh = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        assert_eq!(
+            fresh.next_delay_within(1.0, URGENT_RETRY_MAX),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]

@@ -16,15 +16,14 @@ use time::OffsetDateTime;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, URGENT_RETRY_MAX};
 use crate::keys::KeyAndCsr;
 use crate::metrics as m;
 use crate::node::{ca_failed, ca_ok, NodeIdentity};
 use crate::schedule::{Renewal, RenewalSchedule};
 use crate::svid::Svid;
+use crate::sync_budget::{SyncBudget, FORCED_SYNCS_PER_SECOND, FORCED_SYNC_BURST};
 
-/// Shortest interval between two entry syncs that a workload call can force.
-pub const MIN_FORCED_SYNC: Duration = Duration::from_millis(200);
 /// How long an entry the CA refused waits before it is tried again.
 pub const REFUSAL_RETRY: Duration = Duration::from_secs(5);
 
@@ -133,22 +132,29 @@ impl SvidCache {
         let mut bundle_rx = self.node.bundle();
         let mut node_rx = self.node.installed();
         let mut next_sync = Instant::now();
-        let mut last_sync: Option<Instant> = None;
+        let mut budget =
+            SyncBudget::new(FORCED_SYNC_BURST, FORCED_SYNCS_PER_SECOND, Instant::now());
         let mut retry_at: Option<Instant> = None;
         let mut refused: HashMap<String, Instant> = HashMap::new();
         loop {
             let now = Instant::now();
             let can_call = retry_at.is_none_or(|t| now >= t);
-            let forced = self.forced.load(Ordering::SeqCst)
-                && last_sync.is_none_or(|t| now >= t + MIN_FORCED_SYNC);
+            let wants = self.forced.load(Ordering::SeqCst) && can_call;
+            let took_token = wants && now < next_sync && budget.try_take(now);
+            let forced = wants && (now >= next_sync || took_token);
             let mut failed = false;
             if can_call && (forced || now >= next_sync) {
                 self.forced.store(false, Ordering::SeqCst);
-                last_sync = Some(now);
                 next_sync = now + self.cfg.entry_refresh;
-                if let Err(e) = self.sync_entries().await {
-                    tracing::warn!(error = %e, "could not fetch registration entries; keeping the cached ones");
-                    failed = true;
+                match self.sync_entries().await {
+                    // A forced sync that found a new entry was a new workload, not abuse:
+                    // it does not count against the budget.
+                    Ok(true) if took_token => budget.refund(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch registration entries; keeping the cached ones");
+                        failed = true;
+                    }
                 }
                 self.publish(|s| s.syncs += 1);
             } else if self.forced.load(Ordering::SeqCst) && !can_call {
@@ -166,24 +172,39 @@ impl SvidCache {
                     }
                 }
             }
+            let (expired, next_expiry) = self.expiry();
+            if expired > 0 {
+                // An SVID expired while in backoff: do not sleep out a long wait.
+                let latest = Instant::now() + URGENT_RETRY_MAX;
+                retry_at = retry_at.map(|r| r.min(latest));
+            }
             if failed {
-                let wait = backoff.next_delay(rand::random());
+                let cap = if expired > 0 {
+                    URGENT_RETRY_MAX
+                } else {
+                    Duration::MAX
+                };
+                let wait = backoff.next_delay_within(rand::random(), cap);
                 metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
+                tracing::warn!(retry_in = ?wait, expired, failures = backoff.failures(), "CA call for workload SVIDs failed; retrying");
                 retry_at = Some(Instant::now() + wait);
             } else if can_call {
                 backoff.reset();
                 retry_at = None;
             }
-            self.count_expired();
             let mut wake = next_sync.min(self.next_refresh(&schedule));
             if let Some(t) = refused.values().min() {
                 wake = wake.min(*t);
             }
             if self.forced.load(Ordering::SeqCst) {
-                wake = wake.min(last_sync.map_or(now, |t| t + MIN_FORCED_SYNC));
+                wake = wake.min(budget.next_at(now));
             }
             if let Some(r) = retry_at {
                 wake = wake.max(r);
+                // Wake when an SVID expires, to shorten the wait (above).
+                if let Some(e) = next_expiry {
+                    wake = wake.min(e.max(now));
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
@@ -210,7 +231,8 @@ impl SvidCache {
     }
 
     #[tracing::instrument(skip(self), fields(node = %self.node.node()))]
-    async fn sync_entries(&self) -> Result<(), ClientError> {
+    /// Fetches the entries; `Ok(true)` when they changed.
+    async fn sync_entries(&self) -> Result<bool, ClientError> {
         let entries = match self.node.client().entries().await {
             Ok(e) => e,
             Err(e) => {
@@ -222,14 +244,14 @@ impl SvidCache {
         metrics::gauge!(m::ENTRIES).set(entries.len() as f64);
         let snap = self.snapshot();
         if *snap.entries == entries {
-            return Ok(());
+            return Ok(false);
         }
         tracing::info!(entries = entries.len(), "registration entries changed");
         self.publish(|s| {
             s.svids.retain(|id, _| entries.iter().any(|e| &e.id == id));
             s.entries = Arc::new(entries);
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Entries that need an SVID now: none yet, issued for an older version of the entry,
@@ -266,15 +288,23 @@ impl SvidCache {
             .map_or(far, |t| t.min(far))
     }
 
-    fn count_expired(&self) {
+    /// Workload SVIDs past their `notAfter` (also set as a gauge), and when the next one
+    /// of the others expires.
+    fn expiry(&self) -> (usize, Option<Instant>) {
         let now = OffsetDateTime::now_utc();
-        let expired = self
-            .snapshot()
+        let snap = self.snapshot();
+        let (expired, live): (Vec<_>, Vec<_>) = snap
             .svids
             .values()
-            .filter(|w| RenewalSchedule::is_expired(now, &w.svid.lifetime))
-            .count();
-        metrics::gauge!(m::WORKLOAD_SVIDS_EXPIRED).set(expired as f64);
+            .partition(|w| RenewalSchedule::is_expired(now, &w.svid.lifetime));
+        metrics::gauge!(m::WORKLOAD_SVIDS_EXPIRED).set(expired.len() as f64);
+        let next = live
+            .iter()
+            .map(|w| w.svid.lifetime.not_after - now)
+            .min()
+            .and_then(|left| Duration::try_from(left).ok())
+            .map(|left| Instant::now() + left);
+        (expired.len(), next)
     }
 
     #[tracing::instrument(skip_all, fields(count = due.len()))]

@@ -35,6 +35,7 @@ pub mod schedule;
 pub mod selector;
 pub mod source;
 pub mod svid;
+pub mod sync_budget;
 pub mod tls;
 pub mod uds;
 

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::attestation;
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, URGENT_RETRY_MAX};
 use crate::keys::{private_key, KeyAndCsr, KeyError};
 use crate::metrics as m;
 use crate::schedule::{Renewal, RenewalSchedule};
@@ -276,7 +276,8 @@ impl NodeIdentity {
                 tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 continue;
             }
-            let attempt = if RenewalSchedule::is_expired(now, &current.lifetime) {
+            let expired = RenewalSchedule::is_expired(now, &current.lifetime);
+            let attempt = if expired {
                 self.reattest_once().await
             } else {
                 self.renew_once().await
@@ -284,7 +285,12 @@ impl NodeIdentity {
             match attempt {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
-                    let wait = backoff.next_delay(rand::random());
+                    let cap = if expired {
+                        URGENT_RETRY_MAX
+                    } else {
+                        Duration::MAX
+                    };
+                    let wait = backoff.next_delay_within(rand::random(), cap);
                     metrics::gauge!(m::CA_BACKOFF_SECONDS).set(wait.as_secs_f64());
                     tracing::warn!(error = %e, retry_in = ?wait, failures = backoff.failures(), "node SVID renewal failed; keeping the current one");
                     tokio::time::sleep(wait).await;
