@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The edge gateway next to nginx, HAProxy, Envoy and Caddy in the shared bench
+# (../shared/bench: TLS in, mTLS out to an nginx upstream, proxy pinned to one core).
+# Installs the bench's tools once (its setup.sh), builds meshedge in release mode and runs
+# every peer plus meshedge, interleaved, with the bench's own flags passed through.
+# Usage: scripts/bench-edge.sh [--rounds N] [--duration S] [PEER ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=$(realpath ../shared/bench)
+cargo build --release -q --bin meshedge -p meshedge
+export MESHEDGE_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
+[ -d "$bench/pki" ] && [ -x "$bench/loadgen/target/release/h3load" ] || "$bench/setup.sh"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+exec "$bench/run.sh" --extra "meshedge@$version:8450:h3" "exec $PWD/deploy/bench/meshedge-plugin.sh" "$@"
