@@ -72,6 +72,25 @@ async fn agent_reattests_after_its_node_svid_expired_during_a_ca_outage() {
         refused += gateway.check_outage_answer(&r);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // doctor names it: the gateway's certificate step is critical, with the refusals.
+    let doctor = meshedge()
+        .args(["doctor", "--json", "--window", "0s", "--admin"])
+        .arg(gateway.edge.admin.to_string())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let certs = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "certificates valid and renewing")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(certs["verdict"], "critical", "{report:#}");
+    assert!(
+        certs["evidence"].to_string().contains("own SVID expired"),
+        "{certs:#}"
+    );
 
     // The CA returns: no token, no restart, and the node and workloads are fresh again.
     mesh.start_ca();

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edge::*;
+use support::{meshedge, poll, spawn_until, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -114,6 +115,10 @@ cluster = "zonal"
         b1 = b1.addr,
         c1 = c1.addr,
     );
+    // A one-node fleet (a real `meshedge fleet` supervising a stand-in gateway) whose
+    // status file this edge serves at /fleet.
+    let fleet_status = pki.dir.join("fleet.json");
+    let _fleet = start_fleet(&pki.dir, &fleet_status);
     let text = world_config(
         pki.dir.path(),
         &pki,
@@ -124,7 +129,15 @@ cluster = "zonal"
         "",
         &zonal,
     )
-    .replacen("name = \"e1\"", "name = \"e1\"\nzone = \"zone-a\"", 1);
+    .replacen("name = \"e1\"", "name = \"e1\"\nzone = \"zone-a\"", 1)
+    .replacen(
+        "[admin]\n",
+        &format!(
+            "[admin]\nfleet_status_file = \"{}\"\n",
+            fleet_status.display()
+        ),
+        1,
+    );
     let config_path = pki.dir.join("edge.toml");
     std::fs::write(&config_path, &text).unwrap();
     let edge = spawn_edge(&config_path, pki.dir.path());
@@ -142,6 +155,12 @@ cluster = "zonal"
             "dashboard loads external assets ({external})"
         );
     }
+
+    poll(Duration::from_secs(20), || {
+        let (_, f) = admin(edge.admin, "GET", "/fleet");
+        f.contains("\"Ready\"").then_some(())
+    })
+    .expect("the fleet agent's gateway is ready and served at /fleet");
 
     // The browser.
     let shot = repo().join("target/test-artifacts/dashboard.png");
@@ -263,8 +282,44 @@ cluster = "zonal"
     if nc == 0 {
         assert_eq!(legend["zone-c"]["share"].as_f64(), Some(0.0), "{legend}");
     }
-    assert_eq!(result["fleet"], "no fleet data");
+    let fleet = result["fleet"].as_str().unwrap_or("");
+    assert!(
+        fleet.contains("a1") && fleet.contains("Ready") && fleet.contains("zone-a"),
+        "fleet members not shown: {fleet:?}"
+    );
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 0, "screenshot {} is empty", shot.display());
     eprintln!("screenshot: {} ({size} bytes)", shot.display());
+}
+
+/// Starts a one-node `meshedge fleet` (node a1, zone-a) writing `status_file`.
+fn start_fleet(dir: &TempDir, status_file: &Path) -> support::ChildGuard {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gossip = udp.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    drop((udp, tcp));
+    std::fs::write(dir.join("fleet.key"), [9u8; 32]).unwrap();
+    let config = format!(
+        r#"node = "a1"
+zone = "zone-a"
+listen = "127.0.0.1:{gossip}"
+key_file = "{key}"
+expected_members = 1
+start_delay = "100ms"
+status_file = "{status}"
+[gateway]
+command = ["python3", "-c", '''{gateway}''', "{port}"]
+ready = "127.0.0.1:{port}"
+serve = "127.0.0.1:{port}"
+"#,
+        key = dir.join("fleet.key").display(),
+        status = status_file.display(),
+        gateway = support::STAND_IN_GATEWAY,
+    );
+    let path = dir.join("fleet.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = meshedge();
+    cmd.args(["fleet", "--config"]).arg(&path);
+    spawn_until(cmd, "fleet listening on", dir.path()).0
 }

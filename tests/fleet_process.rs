@@ -5,6 +5,8 @@
 //! Scenarios of issue 8: (1) `kill -9` of a gateway: its agent restarts it and DNS-SD does
 //! not advertise it while down beyond one TTL; (2) `kill -9` of a node's agent and gateway:
 //! the other node of the zone runs a gateway, is advertised, and the dead one is withdrawn.
+//! The fleet as an agent sees it reaches operators through a real `meshedge edge`: the
+//! agent's `status_file`, served at the edge's `GET /fleet`, shown by `meshedge status`.
 
 mod support;
 
@@ -14,17 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{meshedge, poll, spawn_until, stdout_of, TempDir};
-
-const GATEWAY: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
 
 /// A `meshedge fleet` process whose stdout lines are kept.
 struct Agent {
@@ -86,6 +77,53 @@ fn browse(dns: &str) -> String {
     ]))
 }
 
+/// A `meshedge edge` (self-signed listener and identity, one unused cluster) whose admin
+/// listener serves `status_file` at `GET /fleet`; returns its guard and admin address.
+fn edge_serving_fleet(
+    dir: &TempDir,
+    status_file: &std::path::Path,
+) -> (support::ChildGuard, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["fleet.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("edge.crt"), dir.join("edge.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let config = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+http3 = false
+[[listener.certificates]]
+cert = "{c}"
+key = "{k}"
+[admin]
+address = "127.0.0.1:0"
+fleet_status_file = "{f}"
+[identity]
+cert = "{c}"
+key = "{k}"
+bundle = "{c}"
+[clusters.none]
+endpoints = ["127.0.0.1:9"]
+verify_dns_name = "fleet.test"
+health_check = {{ enabled = false }}
+[[routes]]
+cluster = "none"
+"#,
+        c = cert_path.display(),
+        k = key_path.display(),
+        f = status_file.display(),
+    );
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = meshedge();
+    cmd.args(["edge", "--config"]).arg(&path);
+    spawn_until(cmd, "admin listening on", dir.path())
+}
+
 #[test]
 fn gateway_and_node_failures_keep_every_zone_covered() {
     let dir = TempDir::new("fleet");
@@ -137,8 +175,9 @@ start_delay = "300ms"
 drain_delay = "2s"
 probe_period = "200ms"
 suspect_to_down = "600ms"
+status_file = "{status}"
 [gateway]
-command = ["python3", "-c", '''{GATEWAY}''', "{port}"]
+command = ["python3", "-c", '''{gateway}''', "{port}"]
 ready = "127.0.0.1:{port}"
 serve = "127.0.0.1:{port}"
 [dns]
@@ -151,6 +190,8 @@ ttl = 2
             peers = peers.join(", "),
             key = dir.join("fleet.key").display(),
             tsig = tsig.display(),
+            status = dir.join(&format!("{name}-fleet.json")).display(),
+            gateway = support::STAND_IN_GATEWAY,
         );
         let path = dir.join(&format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -199,6 +240,29 @@ ttl = 2
         .filter(|&i| agents[i].ready_pid().is_some())
         .collect();
     assert_eq!(still, ready, "no extra gateway starts");
+
+    // The fleet as a1 sees it, through a real edge's GET /fleet and `meshedge status`.
+    let a1_status = dir.join("a1-fleet.json");
+    let seen = poll(Duration::from_secs(10), || {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&a1_status).ok()?).ok()?;
+        let members = doc["members"].as_array()?;
+        let ready = members.iter().filter(|m| m["gateway"] == "Ready").count();
+        (members.len() == 6 && ready == 3).then_some(doc)
+    })
+    .expect("a1's status file lists 6 members, 3 with a ready gateway");
+    assert_eq!(seen["members"][0]["node"], "a1");
+    assert_eq!(seen["members"][0]["local"], true);
+    let (_edge, admin) = edge_serving_fleet(&dir, &a1_status);
+    let status = stdout_of(meshedge().args(["status", "--admin", &admin]));
+    assert!(status.contains("fleet as seen by a1"), "{status}");
+    for (name, _) in nodes {
+        assert!(
+            status.contains(&format!("    {name} ")),
+            "{name} missing:\n{status}"
+        );
+    }
+    assert_eq!(status.matches(" Ready     ").count(), 3, "{status}");
 
     // 1. kill -9 a gateway: its agent restarts it.
     let g = ready[0];

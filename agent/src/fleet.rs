@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod policy;
 pub mod rendezvous;
 pub mod run;
+pub mod status;
 pub mod supervisor;
 pub mod vip;
 

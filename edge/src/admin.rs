@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, loopback by default): liveness, readiness, Prometheus
-//! metrics, clusters, the running config (redacted) and `POST /drain`.
+//! metrics, clusters, the running config (redacted), `GET /probe` (one mTLS handshake per
+//! cluster and zone) and `POST /drain`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,9 +56,19 @@ fn json(value: &impl serde::Serialize) -> Response<ProxyBody> {
 const DASHBOARD_HTML: &str = include_str!("admin/dashboard.html");
 
 /// Answers one admin request.
-pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
     const TEXT: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/probe") => {
+            let rt = state.runtime.load_full();
+            let probes = rt.clusters.values().map(|c| c.probe());
+            let results: Vec<_> = futures_util::future::join_all(probes)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            json(&serde_json::json!({ "probes": results }))
+        }
         (&Method::GET, "/") => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -81,6 +92,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
             let clusters: Vec<_> = rt.clusters.values().map(|c| c.status()).collect();
             json(&serde_json::json!({ "clusters": clusters }))
         }
+        (&Method::GET, "/fleet") => fleet(state),
         (&Method::GET, "/config") => {
             let rt = state.runtime.load();
             json(&redacted_json(&rt.config))
@@ -92,13 +104,54 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
         }
         (
             _,
-            "/healthz/live" | "/healthz/ready" | "/metrics" | "/clusters" | "/config" | "/drain",
+            "/healthz/live" | "/healthz/ready" | "/metrics" | "/clusters" | "/config" | "/drain"
+            | "/probe" | "/fleet",
         ) => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             TEXT,
             "method not allowed\n".into(),
         ),
         _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
+    }
+}
+
+/// A written fleet status older than this is reported stale (the agent rewrites it at
+/// least every 10 s).
+const FLEET_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `GET /fleet`: the supervising agent's fleet status file, with its age; 404 when no file
+/// is configured, 503 when it cannot be read.
+fn fleet(state: &AdminState) -> Response<ProxyBody> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let rt = state.runtime.load();
+    let Some(path) = rt.config.admin.fleet_status_file.clone() else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "no fleet: [admin] fleet_status_file is not set\n".into(),
+        );
+    };
+    let read = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+        });
+    match read {
+        Ok(mut doc) => {
+            let age = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            doc["age_seconds"] = serde_json::Value::from(age.as_secs_f64());
+            doc["stale"] = serde_json::Value::from(age > FLEET_STALE_AFTER);
+            json(&doc)
+        }
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!("fleet status file {}: {e}\n", path.display()),
+        ),
     }
 }
 
@@ -113,7 +166,7 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move { Ok::<_, Infallible>(handle(&state, &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -7,6 +7,7 @@
 //! runs the policy's `tick` and one active health check per endpoint ([`health`]).
 
 mod health;
+mod probe;
 mod status;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::resilience::retry::{NoRetry, Retry, TryContext};
 use crate::resilience::{EndpointId, Outcome, Tier, Zone};
 use crate::upstream::{FailureKind, UpstreamBody, UpstreamClient, UpstreamError};
 
+pub use probe::ProbeResult;
 pub use status::{ClusterStatus, EndpointStatus};
 
 /// No endpoint can take the request.

@@ -116,10 +116,12 @@ pub struct RedirectConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// Admin address.
     pub address: SocketAddr,
+    /// The fleet status file served at `GET /fleet` (written by `meshedge fleet`).
+    pub fleet_status_file: Option<std::path::PathBuf>,
 }
 
 /// `[identity]`: where the gateway's SVID and trust bundle come from.

@@ -18,11 +18,12 @@ pub use build::{BuildError, Material};
 
 use crate::admin::{self, AdminState, MetricsRender};
 use crate::config::{self, Config, ConfigError, IdentityConfig};
-use crate::identity::{ClientCertResolver, Identity, ServerCertResolver};
+use crate::identity::{ClientCertResolver, Identity, ServerCertResolver, ServingCerts};
 use crate::listener::{self, Lifecycle};
 use crate::metrics as m;
 use crate::proxy::{Proxy, Runtime};
 use meshedge_agent::source::X509Source;
+use rustls::pki_types::CertificateDer;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +136,7 @@ impl Gateway {
         let material = Material::load(&config, workload.as_ref())?;
         let svid = ClientCertResolver::new(material.identity.svid.clone());
         let rt = build::runtime(config.clone(), &material, &svid, None)?;
-        set_expiry_gauges(&material);
+        set_expiry_gauges(&material.serving, &material.identity.svid.cert[0]);
         let server_certs = ServerCertResolver::new(material.serving);
         let runtime = Arc::new(ArcSwap::from_pointee(rt));
 
@@ -309,7 +310,7 @@ impl Gateway {
             &self.svid,
             Some((&old, &old_identity)),
         )?;
-        set_expiry_gauges(&material);
+        set_expiry_gauges(&material.serving, &material.identity.svid.cert[0]);
         self.server_certs.swap(material.serving);
         self.svid.swap(material.identity.svid.clone());
         self.identity.store(Arc::new(material.identity));
@@ -337,6 +338,8 @@ impl Gateway {
                     files = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
                 }
                 _ = tick.tick() => {
+                    // The gauges count down: a certificate that stopped rotating shows it.
+                    set_expiry_gauges(&self.server_certs.current(), &self.identity.load().svid.cert[0]);
                     let now = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
                     if now != files {
                         tracing::info!("config or certificate files changed: reloading");
@@ -368,16 +371,18 @@ impl Gateway {
     }
 }
 
-fn set_expiry_gauges(material: &Material) {
+/// `meshedge_edge_cert_expiry_seconds` of the serving certificates and the gateway's SVID,
+/// as of now (set at every load and every watch tick).
+fn set_expiry_gauges(serving: &ServingCerts, svid_leaf: &CertificateDer<'_>) {
     let now = time::OffsetDateTime::now_utc();
     let secs = |c| crate::identity::not_after(c).map(|t| (t - now).as_seconds_f64());
-    for (i, leaf) in material.serving.leaves().enumerate() {
+    for (i, leaf) in serving.leaves().enumerate() {
         if let Some(s) = secs(leaf) {
             metrics::gauge!(m::CERT_EXPIRY_SECONDS, "kind" => "serving", "index" => i.to_string())
                 .set(s);
         }
     }
-    if let Some(s) = secs(&material.identity.svid.cert[0]) {
+    if let Some(s) = secs(svid_leaf) {
         metrics::gauge!(m::CERT_EXPIRY_SECONDS, "kind" => "identity", "index" => "0").set(s);
     }
 }

@@ -178,6 +178,11 @@ impl ServerCertResolver {
     pub fn swap(&self, certs: ServingCerts) {
         self.0.store(Arc::new(certs));
     }
+
+    /// The certificates served now.
+    pub fn current(&self) -> Arc<ServingCerts> {
+        self.0.load_full()
+    }
 }
 
 impl ResolvesServerCert for ServerCertResolver {
@@ -242,10 +247,17 @@ impl ClientCertResolver {
         Arc::new(Self(ArcSwap::from_pointee(PresentedSvid::new(svid, 0))))
     }
 
-    /// Replaces the SVID; new upstream connections present it.
+    /// Replaces the SVID; new upstream connections present it. The same certificate again
+    /// (a config reload that did not touch the identity files) changes nothing, so pools
+    /// and sessions survive it.
     pub fn swap(&self, svid: Arc<CertifiedKey>) {
-        self.0
-            .rcu(|old| Arc::new(PresentedSvid::new(svid.clone(), old.generation + 1)));
+        self.0.rcu(|old| {
+            if old.key.cert == svid.cert {
+                old.clone()
+            } else {
+                Arc::new(PresentedSvid::new(svid.clone(), old.generation + 1))
+            }
+        });
     }
 
     /// Counts swaps: connections made under an older generation present an older SVID.
@@ -353,6 +365,26 @@ mod tests {
         std::fs::write(dir.join("empty.crt"), "").unwrap();
         let err = load_certs(&dir.join("empty.crt")).unwrap_err();
         assert!(matches!(err, IdentityError::NoCertificate { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_different_svid_starts_a_new_generation() {
+        let dir = std::env::temp_dir().join(format!("meshedge-gen-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, _) = cert(&dir, "a", &["a.test"], &[]);
+        let (b, _) = cert(&dir, "b", &["b.test"], &[]);
+        let ka = Arc::new(load_certified_key(&a.cert, &a.key).unwrap());
+        let kb = Arc::new(load_certified_key(&b.cert, &b.key).unwrap());
+        let resolver = ClientCertResolver::new(ka.clone());
+        assert_eq!(resolver.generation(), 0);
+        // The same certificate loaded again (a config reload): nothing changes.
+        resolver.swap(Arc::new(load_certified_key(&a.cert, &a.key).unwrap()));
+        assert_eq!(resolver.generation(), 0);
+        resolver.swap(kb);
+        assert_eq!(resolver.generation(), 1);
+        assert!(resolver.not_after().is_some());
+        assert!(resolver.expired_at(OffsetDateTime::now_utc()).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

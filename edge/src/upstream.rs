@@ -369,6 +369,7 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct UpstreamClient {
     connector: MtlsConnector,
+    verifies_dns_name: bool,
     pool: PoolSettings,
     current: Arc<ArcSwap<SvidPool>>,
     svid: Arc<ClientCertResolver>,
@@ -418,6 +419,7 @@ impl UpstreamClient {
         };
         Self {
             connector,
+            verifies_dns_name: matches!(cluster.upstream_identity, UpstreamIdentity::DnsName(_)),
             pool,
             current: Arc::new(ArcSwap::from_pointee(first)),
             svid,
@@ -450,6 +452,41 @@ impl UpstreamClient {
     /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.
     pub fn own_svid_expired(&self) -> Option<time::OffsetDateTime> {
         self.svid.expired_at(time::OffsetDateTime::now_utc())
+    }
+
+    /// One TCP + mTLS handshake to `addr` on a connection of its own (never pooled, nothing
+    /// sent): `Ok(what the endpoint presented)`, or `Err((what it presented, if known, why
+    /// it failed))`.
+    pub async fn probe(&self, addr: SocketAddr) -> Result<String, (Option<String>, String)> {
+        let uri = Uri::builder()
+            .scheme("https")
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| (None, e.to_string()))?;
+        match self.connector.clone().connect(uri).await {
+            Ok(conn) => {
+                let session = conn.io.inner().get_ref().1;
+                let presented = match &self.connector.server_name {
+                    Some(name) if self.verifies_dns_name => {
+                        format!("certificate valid for {}", name.to_str())
+                    }
+                    _ => session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|leaf| meshedge_ca::svid::spiffe_id_of(leaf).ok())
+                        .map_or_else(|| "no SPIFFE ID".to_owned(), |id| id.to_string()),
+                };
+                Ok(presented)
+            }
+            Err(ConnectError::IdentityMismatch {
+                presented, allowed, ..
+            }) => Err((
+                Some(presented.to_string()),
+                format!("presented {presented}, the cluster allows {allowed:?}"),
+            )),
+            Err(e) => Err((None, error_chain(&e))),
+        }
     }
 
     /// Sends `req` (path and query only in its URI) to `addr`.
@@ -504,4 +541,16 @@ fn build_client(
         .timer(TokioTimer::new())
         .http2_only(pool.http2_only)
         .build(connector.clone())
+}
+
+/// An error and its causes, one line (`a: b: c`).
+fn error_chain(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }

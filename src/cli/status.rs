@@ -1,5 +1,6 @@
 //! `meshedge status` and `meshedge doctor`: one table per edge from its admin API, and the
-//! gateway-failure runbook walked over the same data (non-zero exit on findings).
+//! gateway-failure runbook walked step by step over the same data (non-zero exit when a
+//! step is not ok).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 mod doctor;
 mod fetch;
 
-use doctor::{diagnose, diagnose_agent, EdgeView};
+use doctor::{diagnose, diagnose_agent, EdgeView, Step, Verdict};
 
 /// `meshedge status|doctor` arguments.
 #[derive(Debug, Args)]
@@ -24,38 +25,83 @@ pub struct StatusArgs {
     /// JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// doctor: how long to watch the counters (5xx, rate limits, breakers, reloads,
+    /// identity mismatches); 0s reads them as totals since each gateway started.
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
+    window: std::time::Duration,
 }
 
-async fn view(admin: &str) -> (EdgeView, Option<Value>) {
+/// An edge's admin data: the runbook's view, its config and its fleet (`/fleet`).
+type Fetched = (EdgeView, Option<Value>, Option<Value>);
+
+async fn view(admin: &str, doctor: bool) -> Fetched {
     let ready = fetch::get(admin, "/healthz/ready")
         .await
         .map(|(s, _)| s)
         .map_err(|e| format!("{e:#}"));
-    let reachable = ready.is_ok();
-    let clusters = if reachable {
-        fetch::get_json(admin, "/clusters").await.ok()
-    } else {
-        None
+    let mut v = EdgeView {
+        admin: admin.to_owned(),
+        ready,
+        clusters: None,
+        metrics: None,
+        metrics_before: None,
+        probes: None,
     };
-    let config = if reachable {
-        fetch::get_json(admin, "/config").await.ok()
-    } else {
+    if v.ready.is_err() {
+        return (v, None, None);
+    }
+    let config = fetch::get_json(admin, "/config").await.ok();
+    v.clusters = fetch::get_json(admin, "/clusters").await.ok();
+    // Before the probe, so that doctor's own handshakes are not in the counters.
+    v.metrics = fetch::get(admin, "/metrics").await.ok().map(|(_, b)| b);
+    let fleet = if doctor {
+        v.probes = fetch::get_json(admin, "/probe").await.ok();
         None
-    };
-    let metrics = if reachable {
-        fetch::get(admin, "/metrics").await.ok().map(|(_, b)| b)
     } else {
-        None
+        fetch::get_json(admin, "/fleet").await.ok()
     };
-    (
-        EdgeView {
-            admin: admin.to_owned(),
-            ready,
-            clusters,
-            metrics,
-        },
-        config,
-    )
+    (v, config, fleet)
+}
+
+/// Takes the first `/metrics` sample of every edge, waits `window`, and takes the views.
+async fn doctor_views(admins: &[String], window: std::time::Duration) -> Vec<EdgeView> {
+    let mut before = Vec::new();
+    if !window.is_zero() {
+        for admin in admins {
+            before.push(fetch::get(admin, "/metrics").await.ok().map(|(_, b)| b));
+        }
+        tokio::time::sleep(window).await;
+    }
+    let mut views = Vec::new();
+    for (i, admin) in admins.iter().enumerate() {
+        let (mut v, _, _) = view(admin, true).await;
+        v.metrics_before = before.get(i).cloned().flatten();
+        views.push(v);
+    }
+    views
+}
+
+fn print_steps(steps: &[Step]) {
+    let mut target = "";
+    for s in steps {
+        if s.target != target {
+            target = &s.target;
+            println!("doctor {target}");
+        }
+        let label = format!("[{}]", s.verdict.as_str());
+        let mut lines = s.evidence.iter();
+        println!(
+            "  {label:<11} {}: {}",
+            s.step,
+            lines.next().map_or("", String::as_str)
+        );
+        for more in lines {
+            println!("  {:<11} {:width$}  {more}", "", "", width = s.step.len());
+        }
+        if let Some(action) = &s.action {
+            println!("  {:<11} -> {action}", "");
+        }
+    }
 }
 
 fn s(v: &Value) -> String {
@@ -132,17 +178,62 @@ fn print_table(v: &EdgeView, config: Option<&Value>) {
     }
 }
 
+/// The fleet as the edge's supervising agent sees it (`GET /fleet`).
+fn print_fleet(f: &Value) {
+    let stale = if f["stale"] == Value::Bool(true) {
+        "  (STALE: the agent stopped updating it)"
+    } else {
+        ""
+    };
+    println!(
+        "  fleet as seen by {} (zone {}, {} ready gateway(s) wanted per zone, written {:.0}s ago){stale}",
+        s(&f["node"]),
+        s(&f["zone"]),
+        s(&f["min_per_zone"]),
+        f["age_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "    {:<10} {:<8} {:<9} {:<22} {:<18} policy",
+        "node", "zone", "gateway", "serves", "vips"
+    );
+    for m in f["members"].as_array().into_iter().flatten() {
+        let vips: Vec<String> = m["vips"].as_array().into_iter().flatten().map(s).collect();
+        println!(
+            "    {:<10} {:<8} {:<9} {:<22} {:<18} {}",
+            s(&m["node"]),
+            s(&m["zone"]),
+            s(&m["gateway"]),
+            s(&m["serve"]),
+            if vips.is_empty() {
+                "-".to_owned()
+            } else {
+                vips.join(",")
+            },
+            s(&m["policy"])
+        );
+    }
+    for vip in f["vips"].as_array().into_iter().flatten() {
+        println!(
+            "    vip {} held by {}",
+            s(&vip["address"]),
+            vip["holder"].as_str().unwrap_or("NOBODY")
+        );
+    }
+}
+
 /// Runs `meshedge status` (or `doctor` when `doctor` is true).
 pub async fn run(args: StatusArgs, doctor: bool) -> anyhow::Result<ExitCode> {
-    let mut findings = Vec::new();
+    if doctor {
+        return run_doctor(&args).await;
+    }
     let mut docs = Vec::new();
     for admin in &args.admins {
-        let (v, config) = view(admin).await;
-        if doctor {
-            findings.extend(diagnose(&v));
-        }
-        if !doctor && !args.json {
+        let (v, config, fleet) = view(admin, false).await;
+        if !args.json {
             print_table(&v, config.as_ref());
+            if let Some(f) = &fleet {
+                print_fleet(f);
+            }
             println!();
         }
         docs.push(json!({
@@ -151,22 +242,19 @@ pub async fn run(args: StatusArgs, doctor: bool) -> anyhow::Result<ExitCode> {
             "error": v.ready.as_ref().err(),
             "config": config,
             "clusters": v.clusters,
+            "fleet": fleet,
         }));
     }
     for agent in &args.agents {
-        let metrics = fetch::get(agent, "/metrics")
-            .await
-            .map(|(_, b)| b)
-            .map_err(|e| format!("{e:#}"));
-        let agent_findings = diagnose_agent(agent, metrics.as_deref().map_err(Clone::clone));
-        if !doctor && !args.json {
-            let m = metrics.as_deref().unwrap_or("");
-            let reachable = fetch::samples(m, "meshedge_agent_ca_reachable")
-                .first()
-                .map(|(_, v)| *v == 1.0);
-            let expiry = fetch::samples(m, "meshedge_agent_node_svid_expiry_seconds")
-                .first()
-                .map(|(_, v)| *v);
+        let metrics = fetch::get(agent, "/metrics").await.map(|(_, b)| b);
+        let m = metrics.as_deref().unwrap_or("");
+        let reachable = fetch::samples(m, "meshedge_agent_ca_reachable")
+            .first()
+            .map(|(_, v)| *v == 1.0);
+        let expiry = fetch::samples(m, "meshedge_agent_node_svid_expiry_seconds")
+            .first()
+            .map(|(_, v)| *v);
+        if !args.json {
             println!(
                 "agent {agent}  CA reachable: {}  node SVID expires in: {}",
                 reachable.map_or("?".into(), |r| if r {
@@ -177,47 +265,58 @@ pub async fn run(args: StatusArgs, doctor: bool) -> anyhow::Result<ExitCode> {
                 expiry.map_or("?".into(), |e| format!("{e:.0}s"))
             );
         }
-        docs.push(json!({"agent": agent, "findings": agent_findings.len()}));
-        if doctor {
-            findings.extend(agent_findings);
-        }
+        docs.push(
+            json!({"agent": agent, "ca_reachable": reachable, "node_svid_expiry_seconds": expiry}),
+        );
     }
-    if !doctor {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&docs)?);
-        }
-        return Ok(ExitCode::SUCCESS);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
     }
-    let reachable = docs
-        .iter()
-        .filter(|d| d["ready"] == Value::Bool(true))
-        .count();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `meshedge doctor`: every step for every edge and agent; exit 1 unless all are ok.
+async fn run_doctor(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut steps = Vec::new();
+    let views = doctor_views(&args.admins, args.window).await;
+    let ready = views.iter().filter(|v| v.ready == Ok(200)).count();
+    for v in &views {
+        steps.extend(diagnose(v));
+    }
+    for agent in &args.agents {
+        let metrics = fetch::get(agent, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .map_err(|e| format!("{e:#}"));
+        steps.extend(diagnose_agent(
+            agent,
+            metrics.as_deref().map_err(Clone::clone),
+        ));
+    }
+    let count = |v: Verdict| steps.iter().filter(|s| s.verdict == v).count();
+    let (ok, warnings, critical) = (
+        count(Verdict::Ok),
+        count(Verdict::Warning),
+        count(Verdict::Critical),
+    );
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"findings": findings, "ready_gateways": reachable})
-            )?
-        );
-    } else if findings.is_empty() {
-        println!(
-            "doctor: {} gateway(s) checked, no findings",
-            args.admins.len()
+            serde_json::to_string_pretty(&json!({
+                "steps": steps,
+                "ready_gateways": ready,
+                "ok": ok, "warnings": warnings, "critical": critical,
+            }))?
         );
     } else {
-        for f in &findings {
-            println!(
-                "[{}] {}: {}\n    -> {}",
-                f.severity, f.admin, f.what, f.action
-            );
-        }
+        print_steps(&steps);
         println!(
-            "doctor: {} finding(s); {reachable} of {} gateway(s) ready",
-            findings.len(),
-            args.admins.len()
+            "doctor: {} gateway(s) ({ready} ready), {} agent(s): {ok} steps ok, {warnings} warning(s), {critical} critical",
+            args.admins.len(),
+            args.agents.len()
         );
     }
-    Ok(if findings.is_empty() {
+    Ok(if warnings + critical == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -180,3 +180,16 @@ pub fn openssl_csr(dir: &Path, id: &str, keyspec: &[&str]) -> (PathBuf, String) 
     (key, std::fs::read_to_string(&csr).unwrap())
 }
 pub mod mesh;
+
+/// A stand-in gateway for fleet agents (`python3 -c SCRIPT PORT`): answers 200 to every GET,
+/// so `/healthz/ready` passes.
+pub const STAND_IN_GATEWAY: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;

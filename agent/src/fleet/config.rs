@@ -11,6 +11,7 @@
 //! min_per_zone = 1
 //! start_delay = "500ms"
 //! drain_delay = "5s"
+//! status_file = "/run/meshedge/fleet.json"  # optional: served by the gateway at GET /fleet
 //!
 //! [gateway]                           # omit `command` to run `<this exe> edge --config FILE`
 //! config = "/etc/meshedge/edge.toml"
@@ -112,6 +113,8 @@ pub struct FleetConfig {
     /// Virtual IPs of the fleet.
     #[serde(default)]
     pub vip: Vec<VipConfig>,
+    /// Where to keep the fleet's state as JSON for the gateway's `GET /fleet`.
+    pub status_file: Option<PathBuf>,
 }
 
 /// `[gateway]`.

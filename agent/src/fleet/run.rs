@@ -19,6 +19,7 @@ use super::membership::{
 };
 use super::metrics as m;
 use super::policy::{GatewayAction, GatewayState, MemberView, PlacementConfig, PlacementPolicy};
+use super::status::{self, FleetStatus, MemberStatus, VipStatus};
 use super::supervisor::{GatewaySpec, Supervisor, SupervisorConfig};
 use super::{rendezvous, vip};
 
@@ -77,6 +78,7 @@ struct Fleet {
     gateway: GatewayState,
     wanted: bool,
     note: String,
+    written: Option<(FleetStatus, Instant)>,
 }
 
 impl Fleet {
@@ -155,6 +157,7 @@ impl Fleet {
             gateway: GatewayState::Stopped,
             wanted: false,
             note: String::new(),
+            written: None,
         })
     }
 
@@ -174,7 +177,10 @@ impl Fleet {
                 event = self.membership.next() => self.on_event(event).await,
                 _ = policy.tick() => self.on_policy(),
                 _ = lease.tick(), if !self.vips.is_empty() => self.on_lease().await,
-                _ = state.tick() => self.broadcast_state(),
+                _ = state.tick() => {
+                    self.broadcast_state();
+                    self.write_status();
+                }
                 _ = announce.tick() => {
                     if self.membership.members().is_empty() {
                         self.membership.join(&self.config.peers);
@@ -347,15 +353,97 @@ impl Fleet {
             gateway: self.gateway,
             capacity: self.config.capacity,
             serve_addr: Some(self.config.gateway.serve),
-            vips: self
-                .vips
-                .iter()
-                .filter(|(_, o)| o.is_holder())
-                .map(|(_, o)| o.vip().to_owned())
-                .collect(),
+            vips: self.held_vips(),
             policy: self.note.clone(),
         };
         self.membership.broadcast(&FleetMessage::State(state));
+    }
+
+    /// The VIPs this node holds.
+    fn held_vips(&self) -> Vec<String> {
+        self.vips
+            .iter()
+            .filter(|(_, o)| o.is_holder())
+            .map(|(_, o)| o.vip().to_owned())
+            .collect()
+    }
+
+    /// The fleet as this node sees it, for `status_file`.
+    fn status(&self) -> FleetStatus {
+        let me = MemberStatus {
+            node: self.config.node.clone(),
+            zone: self.config.zone.clone(),
+            state: "alive",
+            gateway: self.gateway,
+            eligible: self.config.eligible,
+            capacity: self.config.capacity,
+            serve: Some(self.config.gateway.serve.to_string()),
+            vips: self.held_vips(),
+            policy: self.note.clone(),
+            local: true,
+        };
+        let mut members = vec![me];
+        for id in self.membership.members() {
+            if let Some(peer) = self.peers.get(&id.node) {
+                let s = &peer.state;
+                members.push(MemberStatus {
+                    node: id.node.clone(),
+                    zone: s.zone.clone(),
+                    state: "alive",
+                    gateway: s.gateway,
+                    eligible: s.eligible,
+                    capacity: s.capacity,
+                    serve: s.serve_addr.map(|a| a.to_string()),
+                    vips: s.vips.clone(),
+                    policy: s.policy.clone(),
+                    local: false,
+                });
+            }
+        }
+        members[1..].sort_by(|a, b| (&a.zone, &a.node).cmp(&(&b.zone, &b.node)));
+        let vips = self
+            .vips
+            .iter()
+            .map(|(cfg, _)| {
+                let address = cfg.address.to_string();
+                let holder = members
+                    .iter()
+                    .find(|m| m.vips.contains(&address))
+                    .map(|m| m.node.clone());
+                VipStatus {
+                    address,
+                    zone: cfg.zone.clone(),
+                    holder,
+                }
+            })
+            .collect();
+        FleetStatus {
+            node: self.config.node.clone(),
+            zone: self.config.zone.clone(),
+            min_per_zone: self.config.min_per_zone,
+            members,
+            vips,
+        }
+    }
+
+    /// Rewrites `status_file` when the fleet as seen from here changed, and at least every
+    /// [`status::REFRESH`] so that its `written_at` shows the agent is alive.
+    fn write_status(&mut self) {
+        let Some(path) = self.config.status_file.clone() else {
+            return;
+        };
+        let now = self.status();
+        if let Some((last, at)) = &self.written {
+            if *last == now && at.elapsed() < status::REFRESH {
+                return;
+            }
+        }
+        match status::write(&path, &now) {
+            Ok(()) => self.written = Some((now, Instant::now())),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "could not write the fleet status file")
+            }
+        }
     }
 
     async fn on_lease(&mut self) {

@@ -142,12 +142,16 @@ pub struct RawAdmin {
     /// `IP:PORT` of the admin listener (plain HTTP; keep it on loopback).
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// The fleet status file the supervising agent writes, served at `GET /fleet`.
+    #[serde(default)]
+    pub fleet_status_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             address: default_admin_address(),
+            fleet_status_file: None,
         }
     }
 }

@@ -263,6 +263,7 @@ pub fn validate(
         redirect,
         admin: AdminConfig {
             address: admin.expect("no problems, so the admin address parsed"),
+            fleet_status_file: raw.admin.fleet_status_file.clone(),
         },
         identity,
         access_log,
