@@ -1,7 +1,8 @@
 //! `meshedge doctor` against a real gateway broken on purpose, one runbook step each: an
 //! upstream presenting the wrong SPIFFE ID (the mTLS handshake probe), a dead endpoint
-//! (endpoints per zone, 5xx answers), a rate-limit spike and a circuit breaker at its limit,
-//! and a rejected config reload. Each must be named in its step, and the exit code is 1.
+//! (endpoints per zone, 5xx answers), a rate-limit spike and circuit breakers at their limits
+//! (concurrent requests, upstream connections), and a rejected config reload. Each must be
+//! named in its step, and the exit code is 1.
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -26,6 +27,18 @@ endpoints = ["{pay}"]
 allowed_ids = ["spiffe://example.org/svc/payments"]
 circuit_breaker = { max_requests = 1 }
 health_check = { enabled = false }
+
+[clusters.narrow]
+endpoints = ["{pay}"]
+allowed_ids = ["spiffe://example.org/svc/payments"]
+protocol = "http1"
+circuit_breaker = { max_connections = 1 }
+health_check = { enabled = false }
+
+[[routes]]
+name = "narrow"
+match = { path_prefix = "/narrow" }
+cluster = "narrow"
 
 [[routes]]
 name = "limited"
@@ -103,6 +116,31 @@ async fn doctor_names_each_broken_thing_in_its_step() {
         .collect();
     let slow: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap().status).collect();
     assert!(slow.contains(&503), "breaker never opened: {slow:?}");
+    // max_connections = 1 over HTTP/1.1 (one request per connection at a time): concurrent
+    // requests needing a second upstream connection get a fast 503 naming the limit; the
+    // one on the connection is served.
+    let narrow: Vec<_> = (0..3)
+        .map(|i| {
+            let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
+            std::thread::spawn(move || {
+                curl(
+                    addr,
+                    &bundle,
+                    "api.example.org",
+                    &format!("/narrow/slow{i}"),
+                    &[],
+                )
+            })
+        })
+        .collect();
+    let narrow: Vec<CurlResult> = narrow.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(narrow.iter().any(|r| r.status == 200), "{narrow:?}");
+    assert!(
+        narrow.iter().any(|r| r.status == 503
+            && r.headers.get("x-meshedge-circuit-open").map(String::as_str)
+                == Some("max_connections")),
+        "{narrow:?}"
+    );
     for i in 0..5 {
         let r = curl_async(&w, "api.example.org", &format!("/dead/{i}"), &[]).await;
         assert!(r.status >= 500, "{r:?}");
@@ -158,6 +196,7 @@ async fn doctor_names_each_broken_thing_in_its_step() {
         says(limits, "rate-limited") && says(limits, "circuit breaker"),
         "{limits:#}"
     );
+    assert!(says(limits, "reason=\"max_connections\""), "{limits:#}");
     let reloads = step(&report, "config reloads");
     assert!(says(reloads, "1 config reloads rejected"), "{reloads:#}");
     assert_eq!(step(&report, "gateway live and ready")["verdict"], "ok");

@@ -11,7 +11,7 @@ mod probe;
 mod status;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,11 +23,13 @@ use crate::config::ClusterConfig;
 use crate::endpoint::{Endpoint, EndpointSource, EndpointState};
 use crate::metrics as m;
 use crate::resilience::balance::{Decision, EndpointSpec};
-use crate::resilience::breaker::CircuitOpen;
+use crate::resilience::breaker::{CircuitOpen, Resource};
 use crate::resilience::cluster_state::ClusterPolicy;
 use crate::resilience::retry::{NoRetry, Retry, TryContext};
 use crate::resilience::{EndpointId, Outcome, Tier, Zone};
-use crate::upstream::{FailureKind, UpstreamBody, UpstreamClient, UpstreamError};
+use crate::upstream::{
+    ConnectionBreaker, FailureKind, UpstreamBody, UpstreamClient, UpstreamError,
+};
 
 pub use probe::ProbeResult;
 pub use status::{ClusterStatus, EndpointStatus};
@@ -47,8 +49,27 @@ pub fn failure_outcome(kind: FailureKind) -> Outcome {
         FailureKind::Connect | FailureKind::Tls | FailureKind::Identity => Outcome::ConnectFailure,
         FailureKind::Timeout => Outcome::Timeout,
         FailureKind::Protocol => Outcome::Reset,
-        // Our own certificate, not the endpoint: counts neither way.
-        FailureKind::OwnSvidExpired => Outcome::Cancelled,
+        // Our own certificate or our own limit, not the endpoint: counts neither way.
+        FailureKind::OwnSvidExpired | FailureKind::CircuitOpen => Outcome::Cancelled,
+    }
+}
+
+/// The connector's view of the cluster's breaker: a weak handle, so that the pools (which
+/// the connector lives in) do not keep a dropped cluster's policy alive.
+struct PolicyBreaker(Weak<Mutex<ClusterPolicy>>);
+
+impl ConnectionBreaker for PolicyBreaker {
+    fn take(&self, resource: Resource) -> Result<(), CircuitOpen> {
+        match self.0.upgrade() {
+            Some(policy) => lock(&policy).acquire(resource),
+            None => Ok(()),
+        }
+    }
+
+    fn give_back(&self, resource: Resource) {
+        if let Some(policy) = self.0.upgrade() {
+            lock(&policy).release(resource);
+        }
     }
 }
 
@@ -240,6 +261,9 @@ impl Cluster {
             policy: Arc::new(Mutex::new(policy)),
             client,
         });
+        shared
+            .client
+            .attach_breaker(Arc::new(PolicyBreaker(Arc::downgrade(&shared.policy))));
         shared.states();
         let background = tokio::runtime::Handle::try_current().ok().map(|rt| {
             rt.spawn(health::background(Arc::downgrade(&shared)))

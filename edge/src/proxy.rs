@@ -293,6 +293,22 @@ impl Proxy {
                 entry.upstream = addr.to_string();
                 self.forward(&rt, entry, started, resp, &request_id)
             }
+            Answer::CircuitOpen(open, addr) => {
+                entry.upstream = addr.to_string();
+                let mut resp = self.local(
+                    &rt,
+                    entry,
+                    started,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "circuit_open",
+                    &request_id,
+                );
+                resp.headers_mut().insert(
+                    OVERFLOW_HEADER,
+                    HeaderValue::from_static(open.resource.as_str()),
+                );
+                resp
+            }
             Answer::Local(status, reason, addr) => {
                 if let Some(addr) = addr {
                     entry.upstream = addr.to_string();

@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,7 @@ use tokio_rustls::TlsConnector;
 use crate::config::{ClusterConfig, UpstreamIdentity, UpstreamProtocol};
 use crate::identity::ClientCertResolver;
 use crate::metrics as m;
+use crate::resilience::breaker::{CircuitOpen, Resource};
 
 /// Error type of bodies sent upstream.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -50,6 +51,9 @@ pub enum FailureKind {
     /// Not sent: the gateway's own SVID has expired (the CA is unreachable and rotation
     /// failed). Not the endpoint's fault.
     OwnSvidExpired,
+    /// Not sent: the cluster's circuit breaker refused a new connection (its
+    /// `max_connections` or `max_pending_requests` is reached).
+    CircuitOpen,
 }
 
 impl FailureKind {
@@ -62,6 +66,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
             Self::OwnSvidExpired => "own_svid_expired",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 
@@ -69,7 +74,7 @@ impl FailureKind {
     pub fn is_never_sent(&self) -> bool {
         matches!(
             self,
-            Self::Connect | Self::Tls | Self::Identity | Self::OwnSvidExpired
+            Self::Connect | Self::Tls | Self::Identity | Self::OwnSvidExpired | Self::CircuitOpen
         )
     }
 }
@@ -119,6 +124,14 @@ pub enum ConnectError {
         /// When the SVID expired.
         not_after: time::OffsetDateTime,
     },
+    /// The cluster's circuit breaker refused the connection.
+    #[error("cluster circuit breaker: {open} (connecting to {addr})")]
+    CircuitOpen {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Which limit.
+        open: CircuitOpen,
+    },
     /// The URI handed to the connector has no `IP:PORT` authority (a bug).
     #[error("upstream uri {uri} has no IP:PORT authority")]
     BadUri {
@@ -135,6 +148,7 @@ impl ConnectError {
             Self::Tls { .. } => FailureKind::Tls,
             Self::IdentityMismatch { .. } => FailureKind::Identity,
             Self::OwnSvidExpired { .. } => FailureKind::OwnSvidExpired,
+            Self::CircuitOpen { .. } => FailureKind::CircuitOpen,
         }
     }
 }
@@ -213,6 +227,7 @@ pub struct MtlsConnector {
     cluster: Arc<str>,
     tls: TlsConnector,
     svid: Arc<ClientCertResolver>,
+    breaker: Arc<OnceLock<Arc<dyn ConnectionBreaker>>>,
     server_name: Option<ServerName<'static>>,
     connect_timeout: std::time::Duration,
 }
@@ -235,6 +250,10 @@ impl MtlsConnector {
         if let Some(not_after) = self.svid.expired_at(time::OffsetDateTime::now_utc()) {
             return Err(ConnectError::OwnSvidExpired { addr, not_after });
         }
+        // A request that needs a new connection waits for it: that is Envoy's "pending
+        // request". The connection itself counts until it is dropped.
+        let pending = self.slot(Resource::PendingRequests, addr)?;
+        let slot = self.slot(Resource::Connections, addr)?;
         let fut = async {
             let tcp = TcpStream::connect(addr)
                 .await
@@ -275,12 +294,48 @@ impl MtlsConnector {
                 metrics::counter!(m::UPSTREAM_CONNECTIONS_TOTAL, "cluster" => cluster, "result" => e.kind().as_str()).increment(1);
             }
         }
+        drop(pending);
         let tls = result?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(MtlsConn {
             io: TokioIo::new(tls),
             h2,
+            _slot: slot,
         })
+    }
+}
+
+impl MtlsConnector {
+    /// One unit of `resource` from the cluster's breaker (none to take before the cluster
+    /// attached it), given back when the slot drops.
+    fn slot(&self, resource: Resource, addr: SocketAddr) -> Result<BreakerSlot, ConnectError> {
+        let Some(breaker) = self.breaker.get() else {
+            return Ok(BreakerSlot(None));
+        };
+        breaker
+            .take(resource)
+            .map_err(|open| ConnectError::CircuitOpen { addr, open })?;
+        Ok(BreakerSlot(Some((breaker.clone(), resource))))
+    }
+}
+
+/// The cluster's circuit breaker as the connector sees it: connections and pending
+/// requests are taken here, the other resources by the request path.
+pub trait ConnectionBreaker: Send + Sync {
+    /// Takes one unit of `resource`, or says which limit is reached.
+    fn take(&self, resource: Resource) -> Result<(), CircuitOpen>;
+    /// Gives back a unit taken with [`take`](Self::take).
+    fn give_back(&self, resource: Resource);
+}
+
+/// A unit of a breaker resource, given back on drop.
+struct BreakerSlot(Option<(Arc<dyn ConnectionBreaker>, Resource)>);
+
+impl Drop for BreakerSlot {
+    fn drop(&mut self) {
+        if let Some((breaker, resource)) = self.0.take() {
+            breaker.give_back(resource);
+        }
     }
 }
 
@@ -302,6 +357,7 @@ impl tower_service::Service<Uri> for MtlsConnector {
 pub struct MtlsConn {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
+    _slot: BreakerSlot,
 }
 
 impl Connection for MtlsConn {
@@ -398,6 +454,7 @@ impl UpstreamClient {
             cluster: cluster.name.as_str().into(),
             tls: TlsConnector::from(tls),
             svid: svid.clone(),
+            breaker: Arc::new(OnceLock::new()),
             server_name: cluster
                 .server_name
                 .as_deref()
@@ -454,8 +511,14 @@ impl UpstreamClient {
         self.svid.expired_at(time::OffsetDateTime::now_utc())
     }
 
+    /// Puts new connections under the cluster's breaker (`max_connections`,
+    /// `max_pending_requests`); the first call wins.
+    pub fn attach_breaker(&self, breaker: Arc<dyn ConnectionBreaker>) {
+        let _ = self.connector.breaker.set(breaker);
+    }
+
     /// One TCP + mTLS handshake to `addr` on a connection of its own (never pooled, nothing
-    /// sent): `Ok(what the endpoint presented)`, or `Err((what it presented, if known, why
+    /// sent, not counted by the circuit breaker): `Ok(what the endpoint presented)`, or `Err((what it presented, if known, why
     /// it failed))`.
     pub async fn probe(&self, addr: SocketAddr) -> Result<String, (Option<String>, String)> {
         let uri = Uri::builder()
@@ -464,7 +527,12 @@ impl UpstreamClient {
             .path_and_query("/")
             .build()
             .map_err(|e| (None, e.to_string()))?;
-        match self.connector.clone().connect(uri).await {
+        // A diagnostic connection: outside the breaker's connection limits.
+        let unlimited = MtlsConnector {
+            breaker: Arc::new(OnceLock::new()),
+            ..self.connector.clone()
+        };
+        match unlimited.connect(uri).await {
             Ok(conn) => {
                 let session = conn.io.inner().get_ref().1;
                 let presented = match &self.connector.server_name {

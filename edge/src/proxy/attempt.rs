@@ -26,9 +26,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::cluster::{failure_outcome, Cluster, Pick, RetryRoom};
+use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::retry::TryContext;
 use crate::resilience::Outcome;
-use crate::upstream::{find_cause, BoxError, UpstreamBody};
+use crate::upstream::{find_cause, BoxError, ConnectError, FailureKind, UpstreamBody};
 
 /// A request body as the tries see it.
 pub(super) enum ReqBody {
@@ -97,12 +98,15 @@ pub(super) enum Answer {
     Upstream(Response<Incoming>, SocketAddr),
     /// The gateway answers itself; the last endpoint tried, if any.
     Local(StatusCode, &'static str, Option<SocketAddr>),
+    /// The cluster's breaker refused a new connection: 503 naming the limit.
+    CircuitOpen(CircuitOpen, SocketAddr),
 }
 
 enum TryResult {
     Response(Response<Incoming>),
     Failed(Outcome, &'static str),
     BodyTooLarge,
+    CircuitOpen(CircuitOpen),
 }
 
 impl TryResult {
@@ -171,6 +175,13 @@ async fn one(
         {
             cluster.report(pick, Outcome::Cancelled, now);
             TryResult::BodyTooLarge
+        }
+        Ok(Err(e)) if e.kind == FailureKind::CircuitOpen => {
+            cluster.report(pick, Outcome::Cancelled, now);
+            match find_cause::<ConnectError>(&e) {
+                Some(ConnectError::CircuitOpen { open, .. }) => TryResult::CircuitOpen(*open),
+                _ => TryResult::Failed(Outcome::Cancelled, "circuit_open"),
+            }
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, cause = ?e.source, endpoint = %addr, "upstream try failed");
@@ -324,6 +335,8 @@ pub(super) async fn run(
             TryResult::BodyTooLarge => {
                 return Answer::Local(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Some(addr));
             }
+            // Another endpoint of the same cluster would meet the same limit.
+            TryResult::CircuitOpen(open) => return Answer::CircuitOpen(open, addr),
             TryResult::Failed(outcome, reason) => {
                 let status = if outcome == Outcome::Timeout {
                     StatusCode::GATEWAY_TIMEOUT
