@@ -69,6 +69,18 @@ fn doctor(w: &World, extra: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// `n` requests at once to `{prefix}{i}` (each its own curl and connection).
+fn concurrently(w: &World, prefix: &str, n: usize) -> Vec<CurlResult> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
+            let path = format!("{prefix}{i}");
+            std::thread::spawn(move || curl(addr, &bundle, "api.example.org", &path, &[]))
+        })
+        .collect();
+    calls.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["steps"]
         .as_array()
@@ -100,40 +112,15 @@ async fn doctor_names_each_broken_thing_in_its_step() {
     for i in 0..4 {
         curl_async(&w, "api.example.org", &format!("/limited/{i}"), &[]).await;
     }
-    let slow: Vec<_> = (0..3)
-        .map(|i| {
-            let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
-            std::thread::spawn(move || {
-                curl(
-                    addr,
-                    &bundle,
-                    "api.example.org",
-                    &format!("/slowc/slow{i}"),
-                    &[],
-                )
-            })
-        })
+    let slow: Vec<u16> = concurrently(&w, "/slowc/slow", 3)
+        .iter()
+        .map(|r| r.status)
         .collect();
-    let slow: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap().status).collect();
     assert!(slow.contains(&503), "breaker never opened: {slow:?}");
     // max_connections = 1 over HTTP/1.1 (one request per connection at a time): concurrent
     // requests needing a second upstream connection get a fast 503 naming the limit; the
     // one on the connection is served.
-    let narrow: Vec<_> = (0..3)
-        .map(|i| {
-            let (addr, bundle) = (w.edge.https, w.pki.bundle_path.clone());
-            std::thread::spawn(move || {
-                curl(
-                    addr,
-                    &bundle,
-                    "api.example.org",
-                    &format!("/narrow/slow{i}"),
-                    &[],
-                )
-            })
-        })
-        .collect();
-    let narrow: Vec<CurlResult> = narrow.into_iter().map(|t| t.join().unwrap()).collect();
+    let narrow = concurrently(&w, "/narrow/slow", 3);
     assert!(narrow.iter().any(|r| r.status == 200), "{narrow:?}");
     assert!(
         narrow.iter().any(|r| r.status == 503

@@ -26,7 +26,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics as m;
-use crate::resilience::breaker::OVERFLOW_HEADER;
+use crate::resilience::breaker::{CircuitOpen, OVERFLOW_HEADER};
 use crate::route::{normalize_host, RequestInfo};
 use crate::upstream::BoxError;
 use attempt::{Answer, Head, ReqBody};
@@ -208,21 +208,7 @@ impl Proxy {
         }
         let _admission = match cluster.admit() {
             Ok(a) => a,
-            Err(open) => {
-                let mut resp = self.local(
-                    &rt,
-                    entry,
-                    started,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "circuit_open",
-                    &request_id,
-                );
-                resp.headers_mut().insert(
-                    OVERFLOW_HEADER,
-                    HeaderValue::from_static(open.resource.as_str()),
-                );
-                return resp;
-            }
+            Err(open) => return self.circuit_open(&rt, entry, started, open, &request_id),
         };
 
         if !parts.headers.contains_key(HOST) && !host_raw.is_empty() {
@@ -295,19 +281,7 @@ impl Proxy {
             }
             Answer::CircuitOpen(open, addr) => {
                 entry.upstream = addr.to_string();
-                let mut resp = self.local(
-                    &rt,
-                    entry,
-                    started,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "circuit_open",
-                    &request_id,
-                );
-                resp.headers_mut().insert(
-                    OVERFLOW_HEADER,
-                    HeaderValue::from_static(open.resource.as_str()),
-                );
-                resp
+                self.circuit_open(&rt, entry, started, open, &request_id)
             }
             Answer::Local(status, reason, addr) => {
                 if let Some(addr) = addr {
@@ -343,6 +317,30 @@ impl Proxy {
             parts,
             body::logged(body, entry, rt.access_log.clone(), started),
         )
+    }
+
+    /// `503` from a circuit breaker, naming the limit in `x-meshedge-circuit-open`.
+    fn circuit_open(
+        &self,
+        rt: &Runtime,
+        entry: AccessEntry,
+        started: Instant,
+        open: CircuitOpen,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let mut resp = self.local(
+            rt,
+            entry,
+            started,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            request_id,
+        );
+        resp.headers_mut().insert(
+            OVERFLOW_HEADER,
+            HeaderValue::from_static(open.resource.as_str()),
+        );
+        resp
     }
 
     fn local(
