@@ -339,3 +339,79 @@ async fn fetch_writes_files_and_keeps_them_rotated() {
     );
     assert!(once.join("svid.pem").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_runs_the_fleet_role_and_stops_its_gateway_on_sigterm() {
+    let mesh = Mesh::start("agent-fleet");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gossip = udp.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    drop((udp, tcp));
+    std::fs::write(mesh.dir.join("fleet.key"), [5u8; 32]).unwrap();
+    let status_file = mesh.dir.join("fleet.json");
+    let config = format!(
+        r#"node = "n1"
+zone = "a"
+listen = "127.0.0.1:{gossip}"
+key_file = "{key}"
+expected_members = 1
+start_delay = "100ms"
+status_file = "{status}"
+[gateway]
+command = ["python3", "-c", '''{gateway}''', "{port}"]
+ready = "127.0.0.1:{port}"
+serve = "127.0.0.1:{port}"
+"#,
+        key = mesh.dir.join("fleet.key").display(),
+        status = status_file.display(),
+        gateway = STAND_IN_GATEWAY,
+    );
+    let fleet_config = mesh.dir.join("fleet.toml");
+    std::fs::write(&fleet_config, config).unwrap();
+
+    // A broken fleet config is refused at start, naming the file.
+    std::fs::write(mesh.dir.join("bad.toml"), "node = 1\n").unwrap();
+    let mut bad = mesh.agent_cmd("n9", Some(&mesh.token("n9")));
+    let out = bad
+        .arg("--fleet-config")
+        .arg(mesh.dir.join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = mesh.agent_cmd("n1", Some(&mesh.token("n1")));
+    cmd.arg("--fleet-config").arg(&fleet_config);
+    let (mut agent, _) = spawn_until(cmd, "agent listening on", mesh.dir.path());
+    let ready = poll(Duration::from_secs(20), || {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status_file).ok()?).ok()?;
+        (doc["members"][0]["gateway"] == "Ready").then_some(doc)
+    });
+    assert!(
+        ready.is_some(),
+        "the agent's fleet role did not start a ready gateway: {}",
+        agent.stderr()
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // The Workload API serves alongside.
+    assert!(WorkloadClient::connect(mesh.socket("n1")).await.is_ok());
+
+    // SIGTERM stops both: the supervised gateway is drained and gone.
+    run_ok(std::process::Command::new("kill").arg(agent.child.id().to_string()));
+    let exited = poll(Duration::from_secs(20), || {
+        agent.child.try_wait().ok().flatten()
+    });
+    assert!(exited.is_some(), "agent did not exit: {}", agent.stderr());
+    let gone = poll(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the gateway outlived its agent");
+}

@@ -68,6 +68,10 @@ struct RunArgs {
     /// Serve GET /metrics (Prometheus) and /healthz on this address.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Also run the fleet role (gateway supervision, membership, placement, DNS-SD
+    /// advertising, VIPs) from this fleet config, as `meshedge fleet --config` does.
+    #[arg(long)]
+    fleet_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -125,11 +129,34 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
         println!("agent metrics on {}", listener.local_addr()?);
         tokio::spawn(meshedge_agent::admin::serve(listener, render));
     }
+    if let Some(path) = &a.fleet_config {
+        // Refuse a bad fleet config before anything starts, naming the file and key.
+        meshedge_agent::fleet::config::FleetConfig::load(path)?;
+    }
     let (node, zone) = (cfg.node.clone(), cfg.zone.clone());
     let agent = Agent::start(cfg).await?;
     tracing::info!(node, zone, "agent ready");
     println!("agent listening on {}", agent.socket().display());
-    agent.run(shutdown_signal()).await?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    match a.fleet_config {
+        None => agent.run(stopped(stopping)).await?,
+        Some(config) => {
+            let fleet = meshedge_agent::fleet::run_fleet(
+                meshedge_agent::fleet::FleetArgs { config },
+                stopped(stopping.clone()),
+            );
+            let (served, fleet) = tokio::join!(agent.run(stopped(stopping)), fleet);
+            served?;
+            fleet?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

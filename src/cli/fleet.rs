@@ -1,6 +1,6 @@
 //! `meshedge fleet --config FILE`: the agent's fleet role run standalone (membership,
-//! gateway placement and supervision, DNS-SD advertising, virtual IPs). It will also run
-//! inside `meshedge agent --fleet-config FILE`.
+//! gateway placement and supervision, DNS-SD advertising, virtual IPs). `meshedge agent
+//! --fleet-config FILE` runs the same role inside the node agent.
 
 use std::process::ExitCode;
 
