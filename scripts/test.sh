@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl curl:curl promtool:prometheus dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2; do
+for pair in openssl:openssl curl:curl promtool:prometheus dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2 nft:nftables; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done

@@ -14,6 +14,9 @@
 //!    become unavailable.
 //! 3. Zone a returns on the same addresses: traffic is back on it (health checks pass,
 //!    the zone drain ends).
+//! 4. Zone a blackholed (nftables drops every packet to its instances: no RST, no answer,
+//!    as when a zone's link is cut): no error, no request near the timeout, the zone is
+//!    drained; when packets flow again, traffic returns to it. Needs root (nftables).
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -454,4 +457,103 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
         "zone return: all traffic on zone a {} ms after restart",
         all_local.as_millis()
     );
+
+    // Phase 4: blackhole zone a.
+    if !is_root() {
+        eprintln!("phase 4 (zone blackhole) skipped: nftables needs root");
+        return;
+    }
+    let ports: Vec<u16> = ["a1", "a2"]
+        .iter()
+        .map(|a| addr_of(a).rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let (samples, t) = load(edge.https, 150);
+    wait_count(&samples, 30);
+    let hole = Blackhole::start(&ports);
+    let cut_at = std::time::Instant::now();
+    let drained = poll(Duration::from_secs(10), || {
+        ["a1", "a2"]
+            .iter()
+            .all(|a| endpoint(&edge, &addr_of(a))["available"] == false)
+            .then(|| cut_at.elapsed())
+    });
+    t.join().unwrap();
+    let all = samples.lock().unwrap().clone();
+    let (errors, max) = summary(&all);
+    eprintln!(
+        "zone blackhole: zone a unavailable after {drained:?}; {} requests, {errors} errors, max latency {:.0} ms",
+        all.len(),
+        max * 1000.0
+    );
+    assert_eq!(
+        errors,
+        0,
+        "{:?}",
+        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        max < REQUEST_TIMEOUT.as_secs_f64() / 2.0,
+        "a request waited {max:.3} s (request timeout {REQUEST_TIMEOUT:?})"
+    );
+    assert!(
+        drained.is_some(),
+        "blackholed zone a still available: {}",
+        clusters(&edge)
+    );
+    drop(hole);
+    let healed = std::time::Instant::now();
+    let back = poll(Duration::from_secs(20), || {
+        let s = get(edge.https);
+        assert_eq!(s.status, 200, "{s:?}");
+        s.instance.starts_with('a').then(|| healed.elapsed())
+    })
+    .unwrap_or_else(|| panic!("traffic never came back to zone a: {}", clusters(&edge)));
+    eprintln!(
+        "zone blackhole: back on zone a {} ms after the packets flow again",
+        back.as_millis()
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Drops every TCP packet to `ports` on this host (an nftables table of its own, removed on
+/// drop): a blackhole, no RST and no ICMP, like a zone whose link went down.
+struct Blackhole(String);
+
+impl Blackhole {
+    fn start(ports: &[u16]) -> Self {
+        use std::io::Write;
+        let table = format!("meshedge_blackhole_{}", std::process::id());
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let rules = format!(
+            "table inet {table} {{\n chain input {{\n  type filter hook input priority -10; policy accept;\n  tcp dport {{ {} }} drop\n }}\n}}\n",
+            ports.join(", ")
+        );
+        let mut nft = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft runs (scripts/test.sh installs nftables)");
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft refused {rules}");
+        Self(table)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
 }
