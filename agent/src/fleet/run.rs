@@ -23,6 +23,9 @@ use super::status::{self, FleetStatus, MemberStatus, VipStatus};
 use super::supervisor::{GatewaySpec, Supervisor, SupervisorConfig};
 use super::{rendezvous, vip};
 
+/// Longest time between two broadcasts of an unchanged node state.
+const STATE_REFRESH: Duration = Duration::from_secs(2);
+
 /// `meshedge fleet` / the agent's fleet role: the flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FleetArgs {
@@ -79,6 +82,8 @@ struct Fleet {
     wanted: bool,
     note: String,
     written: Option<(FleetStatus, Instant)>,
+    /// The state last broadcast and when.
+    broadcast: Option<(NodeState, Instant)>,
 }
 
 impl Fleet {
@@ -158,6 +163,7 @@ impl Fleet {
             wanted: false,
             note: String::new(),
             written: None,
+            broadcast: None,
         })
     }
 
@@ -244,7 +250,11 @@ impl Fleet {
                     self.withdraw_dead(&id.node, dead).await;
                 }
             }
-            Event::Up(id) => println!("fleet: member {} up", id.node),
+            Event::Up(id) => {
+                println!("fleet: member {} up", id.node);
+                // It has not heard our state yet: send it on the next tick.
+                self.broadcast = None;
+            }
             Event::Idle => self.membership.join(&self.config.peers),
         }
     }
@@ -346,6 +356,8 @@ impl Fleet {
         }
     }
 
+    /// Sends this node's state to every member when it changed, when a member joined, and
+    /// at least every [`STATE_REFRESH`] (a lost datagram is repaired by the next one).
     fn broadcast_state(&mut self) {
         let state = NodeState {
             zone: self.config.zone.clone(),
@@ -356,7 +368,13 @@ impl Fleet {
             vips: self.held_vips(),
             policy: self.note.clone(),
         };
-        self.membership.broadcast(&FleetMessage::State(state));
+        if let Some((last, at)) = &self.broadcast {
+            if *last == state && at.elapsed() < STATE_REFRESH {
+                return;
+            }
+        }
+        self.membership.broadcast(&FleetMessage::State(state.clone()));
+        self.broadcast = Some((state, Instant::now()));
     }
 
     /// The VIPs this node holds.
