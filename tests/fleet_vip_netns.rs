@@ -1,7 +1,10 @@
-//! Scenario 5 of issue 8 with real namespaces (needs root; fails loudly without it): three
-//! `meshedge fleet` nodes on a bridge hold one VIP in front of a stand-in gateway; the
-//! holder's link is cut under a 200 req/s client loop from a fourth namespace. Measures
-//! the failed requests and the takeover window; checks one holder at every sample.
+//! Scenarios 3 and 5 of issue 8 with real namespaces (needs root; fails loudly without it):
+//! three `meshedge fleet` nodes on a bridge.
+//! - VIP: they hold one VIP in front of a stand-in gateway; the holder's link is cut under a
+//!   200 req/s client loop from a fourth namespace. Measures the failed requests and the
+//!   takeover window; checks one holder at every sample.
+//! - Partition: one gateway wanted in the zone; the node running it is cut off; the other
+//!   two start one of their own; after the link heals, hysteresis leaves exactly one.
 
 mod support;
 
@@ -77,22 +80,27 @@ fn holders(prefix: &str) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn vip_moves_on_link_cut_never_two_holders() {
+/// Builds the lab `prefix` with 3 nodes; removes it when dropped.
+fn lab(prefix: &str) -> Lab {
     let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
     assert_eq!(
         uid.trim(),
         "0",
         "this test needs root (network namespaces); run as root"
     );
-    let prefix = format!("mf{}", std::process::id() % 100000);
     let out = Command::new("bash")
-        .args([LAB, "up", &prefix, "3"])
+        .args([LAB, "up", prefix, "3"])
         .status()
         .unwrap();
-    let _lab = Lab(prefix.clone());
+    let lab = Lab(prefix.to_owned());
     assert!(out.success(), "building the namespaces");
-    let dir = TempDir::new("vip");
+    lab
+}
+
+/// Starts `meshedge fleet` in each of the 3 node namespaces (zone a, a stand-in gateway on
+/// :8080 each, status files in `dir`); `extra` ends the top-level keys (and may add
+/// tables).
+fn start_agents(prefix: &str, dir: &TempDir, extra: &str) -> Vec<Kill> {
     std::fs::write(dir.join("fleet.key"), [9u8; 32]).unwrap();
     let mut agents = Vec::new();
     for i in 1..=3 {
@@ -103,20 +111,19 @@ listen = "198.18.0.{i}:7946"
 peers = ["198.18.0.1:7946", "198.18.0.2:7946", "198.18.0.3:7946"]
 key_file = "{key}"
 expected_members = 3
-min_per_zone = 3
 start_delay = "100ms"
+drain_delay = "1s"
 probe_period = "200ms"
 suspect_to_down = "600ms"
+status_file = "{status}"
+{extra}
 [gateway]
 command = ["python3", "-c", '''{GATEWAY}''', "n{i}"]
 ready = "127.0.0.1:8080"
 serve = "198.18.0.{i}:8080"
-[[vip]]
-address = "{VIP}"
-prefix = 15
-interface = "eth0"
 "#,
-            key = dir.join("fleet.key").display()
+            key = dir.join("fleet.key").display(),
+            status = dir.join(&format!("n{i}.json")).display(),
         );
         let path = dir.join(&format!("n{i}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -131,6 +138,35 @@ interface = "eth0"
             .unwrap();
         agents.push(Kill(child));
     }
+    agents
+}
+
+/// Whether the stand-in gateway of node `i` answers (inside its namespace).
+fn gateway_up(prefix: &str, i: usize) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", &format!("{prefix}-n{i}")])
+        .args(["python3", "-c"])
+        .arg("import socket; socket.create_connection(('127.0.0.1', 8080), timeout=0.5)")
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn vip_moves_on_link_cut_never_two_holders() {
+    let prefix = format!("mf{}", std::process::id() % 100000);
+    let _lab = lab(&prefix);
+    let dir = TempDir::new("vip");
+    let vip = format!(
+        r#"min_per_zone = 3
+[[vip]]
+address = "{VIP}"
+prefix = 15
+interface = "eth0"
+"#
+    );
+    let _agents = start_agents(&prefix, &dir, &vip);
     let holder = poll(Duration::from_secs(20), || {
         let h = holders(&prefix);
         (h.len() == 1).then(|| h[0])
@@ -179,4 +215,73 @@ interface = "eth0"
         (h.len() == 1).then_some(h)
     });
     assert!(back.is_some(), "one holder after the node returns");
+}
+
+#[test]
+fn partition_converges_and_leaves_one_gateway_after_healing() {
+    let prefix = format!("mp{}", std::process::id() % 100000);
+    let _lab = lab(&prefix);
+    let dir = TempDir::new("partition");
+    let _agents = start_agents(&prefix, &dir, "min_per_zone = 1");
+    let running = |nodes: &[usize]| -> Vec<usize> {
+        nodes
+            .iter()
+            .copied()
+            .filter(|&i| gateway_up(&prefix, i))
+            .collect()
+    };
+    let first = poll(Duration::from_secs(20), || {
+        let up = running(&[1, 2, 3]);
+        (up.len() == 1).then(|| up[0])
+    })
+    .expect("one gateway in zone a");
+    // Stable: no second one starts.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(running(&[1, 2, 3]), vec![first], "a second gateway started");
+
+    // Cut the node running it off: the two others see the zone without a gateway and one
+    // of them starts one.
+    assert!(Command::new("bash")
+        .args([LAB, "cut", &prefix, &first.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let others: Vec<usize> = (1..=3).filter(|&i| i != first).collect();
+    let cut_at = Instant::now();
+    let replacement = poll(Duration::from_secs(15), || {
+        let up = running(&others);
+        (up.len() == 1).then(|| up[0])
+    });
+    let took = cut_at.elapsed();
+    let _ = Command::new("bash")
+        .args([LAB, "heal", &prefix, &first.to_string()])
+        .status();
+    let replacement = replacement.expect("the majority side starts a gateway");
+    eprintln!("partition of n{first}: n{replacement} runs a gateway after {took:?}");
+
+    // Healed: both sides see each other again, two gateways for one wanted; after the
+    // drain delay exactly one is left, and it stays that way.
+    let healed = Instant::now();
+    let one = poll(Duration::from_secs(20), || {
+        (running(&[1, 2, 3]).len() == 1).then(|| healed.elapsed())
+    })
+    .unwrap_or_else(|| panic!("still {:?} gateways after healing", running(&[1, 2, 3])));
+    std::thread::sleep(Duration::from_secs(2));
+    let left = running(&[1, 2, 3]);
+    assert_eq!(left.len(), 1, "{left:?}");
+    eprintln!("healed: one gateway (n{}) after {one:?}", left[0]);
+    // Every agent's view agrees: one ready gateway in the zone.
+    for i in 1..=3 {
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(&format!("n{i}.json"))).unwrap(),
+        )
+        .unwrap();
+        let ready = doc["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["gateway"] == "Ready")
+            .count();
+        assert_eq!(ready, 1, "n{i} sees {ready} ready gateways: {doc:#}");
+    }
 }

@@ -373,7 +373,8 @@ impl Fleet {
                 return;
             }
         }
-        self.membership.broadcast(&FleetMessage::State(state.clone()));
+        self.membership
+            .broadcast(&FleetMessage::State(state.clone()));
         self.broadcast = Some((state, Instant::now()));
     }
 
