@@ -263,6 +263,27 @@ ttl = 2
         );
     }
     assert_eq!(status.matches(" Ready     ").count(), 3, "{status}");
+    let doctor = meshedge()
+        .args(["doctor", "--json", "--window", "0s", "--admin", &admin])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let fleet_step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "fleet covers every zone")
+        .cloned()
+        .unwrap_or_else(|| panic!("no fleet step: {report:#}"));
+    assert_eq!(fleet_step["verdict"], "ok", "{fleet_step:#}");
+    for zone in ["a", "b", "c"] {
+        assert!(
+            fleet_step["evidence"]
+                .to_string()
+                .contains(&format!("zone {zone}: 1 ready gateway(s) of 1 wanted")),
+            "{fleet_step:#}"
+        );
+    }
 
     // 1. kill -9 a gateway: its agent restarts it.
     let g = ready[0];

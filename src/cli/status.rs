@@ -46,6 +46,7 @@ async fn view(admin: &str, doctor: bool) -> Fetched {
         metrics: None,
         metrics_before: None,
         probes: None,
+        fleet: None,
     };
     if v.ready.is_err() {
         return (v, None, None);
@@ -54,12 +55,11 @@ async fn view(admin: &str, doctor: bool) -> Fetched {
     v.clusters = fetch::get_json(admin, "/clusters").await.ok();
     // Before the probe, so that doctor's own handshakes are not in the counters.
     v.metrics = fetch::get(admin, "/metrics").await.ok().map(|(_, b)| b);
-    let fleet = if doctor {
+    if doctor {
         v.probes = fetch::get_json(admin, "/probe").await.ok();
-        None
-    } else {
-        fetch::get_json(admin, "/fleet").await.ok()
-    };
+    }
+    let fleet = fetch::get_json(admin, "/fleet").await.ok();
+    v.fleet = fleet.clone();
     (v, config, fleet)
 }
 

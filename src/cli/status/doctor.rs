@@ -25,6 +25,8 @@ pub struct EdgeView {
     pub metrics_before: Option<String>,
     /// `/probe`: one mTLS handshake per cluster and zone.
     pub probes: Option<Value>,
+    /// `/fleet`, when the edge runs under a fleet agent.
+    pub fleet: Option<Value>,
 }
 
 /// How a step went.
@@ -176,7 +178,7 @@ pub fn diagnose(v: &EdgeView) -> Vec<Step> {
             "wait for the drain to finish or the gateway to load its config; see its log",
         ),
     }
-    vec![
+    let mut steps = vec![
         ready.done(&v.admin, ""),
         certificates(v),
         reloads(v),
@@ -184,7 +186,45 @@ pub fn diagnose(v: &EdgeView) -> Vec<Step> {
         handshakes(v),
         latency_and_errors(v),
         limits(v),
-    ]
+    ];
+    if let Some(f) = &v.fleet {
+        steps.push(fleet(&v.admin, f));
+    }
+    steps
+}
+
+/// The fleet as the edge's supervising agent sees it: every zone with at least
+/// `min_per_zone` ready gateways, every VIP held, the view fresh.
+fn fleet(admin: &str, f: &Value) -> Step {
+    let mut s = StepBuilder::new("fleet covers every zone");
+    let node = f["node"].as_str().unwrap_or("?");
+    if f["stale"] == Value::Bool(true) {
+        s.flag(Verdict::Warning, format!("the fleet view of {node} is {:.0}s old: its agent stopped updating it", f["age_seconds"].as_f64().unwrap_or(0.0)), "check the fleet agent on this gateway's node (hung or dead); the gateway keeps serving");
+    }
+    let wanted = f["min_per_zone"].as_u64().unwrap_or(1) as usize;
+    let mut zones: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for m in f["members"].as_array().into_iter().flatten() {
+        let slot = zones.entry(m["zone"].as_str().unwrap_or("-")).or_default();
+        slot.0 += usize::from(m["gateway"] == "Ready");
+        slot.1 += 1;
+    }
+    for (zone, (ready, members)) in &zones {
+        let line =
+            format!("zone {zone}: {ready} ready gateway(s) of {wanted} wanted ({members} members)");
+        if *ready < wanted {
+            s.flag(Verdict::Critical, line, "the fleet starts a gateway on an eligible node of that zone within its start_delay; if none is eligible or all crash, add capacity there");
+        } else {
+            s.ok(line);
+        }
+    }
+    for vip in f["vips"].as_array().into_iter().flatten() {
+        let address = vip["address"].as_str().unwrap_or("?");
+        match vip["holder"].as_str() {
+            Some(holder) => s.ok(format!("VIP {address} held by {holder}")),
+            None => s.flag(Verdict::Critical, format!("VIP {address} held by nobody"), "clients of that address get no answer: check that a node with a ready gateway sees a quorum of the fleet"),
+        }
+    }
+    s.done(admin, &format!("no members in the view of {node}"))
 }
 
 fn certificates(v: &EdgeView) -> Step {

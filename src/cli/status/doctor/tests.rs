@@ -10,6 +10,7 @@ fn view(ready: Result<u16, String>, clusters: Value, metrics: &str) -> EdgeView 
         metrics: Some(metrics.into()),
         metrics_before: None,
         probes: Some(json!({"probes": []})),
+        fleet: None,
     }
 }
 
@@ -198,4 +199,35 @@ fn agent_step_names_the_outage_and_the_deadline() {
         diagnose_agent("a", Err("refused".into()))[0].verdict,
         Verdict::Critical
     );
+}
+
+#[test]
+fn fleet_step_names_uncovered_zones_and_unheld_vips() {
+    let mut v = view(Ok(200), json!({"clusters": []}), "");
+    v.fleet = Some(json!({
+        "node": "a1", "min_per_zone": 1, "stale": false, "age_seconds": 0.5,
+        "members": [
+            {"node": "a1", "zone": "a", "gateway": "Ready"},
+            {"node": "b1", "zone": "b", "gateway": "Stopped"},
+            {"node": "b2", "zone": "b", "gateway": "Starting"},
+        ],
+        "vips": [{"address": "198.18.1.1", "holder": "a1"}, {"address": "198.18.1.2", "holder": null}],
+    }));
+    let steps = diagnose(&v);
+    let f = step(&steps, "fleet covers every zone");
+    assert_eq!(f.verdict, Verdict::Critical, "{f:?}");
+    assert!(
+        says(f, "zone b: 0 ready gateway(s) of 1 wanted (2 members)"),
+        "{f:?}"
+    );
+    assert!(says(f, "zone a: 1 ready gateway(s) of 1 wanted"), "{f:?}");
+    assert!(says(f, "VIP 198.18.1.2 held by nobody"), "{f:?}");
+    assert!(says(f, "VIP 198.18.1.1 held by a1"), "{f:?}");
+    v.fleet = Some(
+        json!({"node": "a1", "min_per_zone": 1, "stale": true, "age_seconds": 45.0,
+        "members": [{"node": "a1", "zone": "a", "gateway": "Ready"}], "vips": []}),
+    );
+    let f = step(&diagnose(&v), "fleet covers every zone").clone();
+    assert_eq!(f.verdict, Verdict::Warning, "{f:?}");
+    assert!(says(&f, "45s old"), "{f:?}");
 }
