@@ -144,11 +144,11 @@ impl Drop for Admission {
 
 /// Room for one retry or hedge in the retry budget and the breaker; released when dropped.
 #[derive(Debug)]
-pub struct RetryRoom(Arc<Mutex<ClusterPolicy>>);
+pub struct RetryRoom(Arc<Mutex<ClusterPolicy>>, bool);
 
 impl Drop for RetryRoom {
     fn drop(&mut self) {
-        lock(&self.0).finish_retry();
+        lock(&self.0).finish_retry(self.1);
     }
 }
 
@@ -338,14 +338,15 @@ impl Cluster {
     /// Whether a failed try is retried; `Ok` carries the backoff, the zone preference and
     /// the room taken in the retry budget (hold it while the retry runs).
     pub fn retry(&self, outcome: Outcome, ctx: TryContext) -> Result<(Retry, RetryRoom), NoRetry> {
+        let in_budget = !(ctx.never_sent || outcome == Outcome::ConnectFailure);
         let r = lock(&self.shared.policy).retry(outcome, ctx)?;
-        Ok((r, RetryRoom(self.shared.policy.clone())))
+        Ok((r, RetryRoom(self.shared.policy.clone(), in_budget)))
     }
 
     /// Room for a hedged try (same budget as retries).
     pub fn hedge_room(&self) -> Result<RetryRoom, NoRetry> {
         lock(&self.shared.policy).start_hedge()?;
-        Ok(RetryRoom(self.shared.policy.clone()))
+        Ok(RetryRoom(self.shared.policy.clone(), true))
     }
 
     /// When an unanswered idempotent try gets a hedge (from the recent p90); `None`: no

@@ -25,7 +25,7 @@
 //! let timeout = policy.lock().expect("policy").per_try_timeout(Some(deadline - now));
 //! // ... the try ...
 //! policy.lock().expect("policy").report(now, pick.endpoint, latency, outcome); // outcome: see below
-//! match policy.lock().expect("policy").retry(outcome, ctx) { Ok(r) => /* sleep r.backoff, finish_retry() after */, Err(_) => /* answer */ }
+//! match policy.lock().expect("policy").retry(outcome, ctx) { Ok(r) => /* sleep r.backoff, finish_retry(in_budget) after */, Err(_) => /* answer */ }
 //! policy.lock().expect("policy").finish_request();
 //! // background: tick at next_deadline(); health reports from health::probe::run:
 //! policy.lock().expect("policy").on_health_report(&report);
@@ -203,14 +203,16 @@ impl ClusterPolicy {
         self.push(now, vec![event])
     }
 
-    /// Decides about a failed try and, for a retry, takes room in the retry budget and
-    /// the breaker's `max_retries`; call [`finish_retry`](Self::finish_retry) when that
+    /// Decides about a failed try and, for a retry, takes room in the retry budget (not for
+    /// a request that was never sent) and the breaker's `max_retries`; call
+    /// [`finish_retry`](Self::finish_retry) (saying whether it was in the budget) when that
     /// retry ends. Pass `retry.prefer_other_zone` and the tried endpoints to `pick`.
     pub fn retry(&mut self, outcome: Outcome, ctx: TryContext) -> Result<Retry, NoRetry> {
+        let in_budget = !(ctx.never_sent || outcome == Outcome::ConnectFailure);
         let decision = self
             .retry
             .decide(outcome, ctx, &self.budget, &mut self.rng)
-            .and_then(|r| self.take_retry_room().map(|()| r));
+            .and_then(|r| self.take_retry_room(in_budget).map(|()| r));
         match &decision {
             Ok(_) => metrics::counter!(m::RETRIES_TOTAL, "cluster" => self.name.clone(), "reason" => outcome.label())
                 .increment(1),
@@ -223,27 +225,33 @@ impl ClusterPolicy {
     /// Takes room for a hedge (same budget as retries); call
     /// [`finish_retry`](Self::finish_retry) when the hedge ends.
     pub fn start_hedge(&mut self) -> Result<(), NoRetry> {
-        self.take_retry_room()?;
+        self.take_retry_room(true)?;
         metrics::counter!(m::HEDGES_TOTAL, "cluster" => self.name.clone()).increment(1);
         Ok(())
     }
 
-    fn take_retry_room(&mut self) -> Result<(), NoRetry> {
-        if let Err(e) = self.budget.try_acquire() {
-            metrics::counter!(m::RETRY_BUDGET_EXHAUSTED_TOTAL, "cluster" => self.name.clone())
-                .increment(1);
-            return Err(e);
+    fn take_retry_room(&mut self, in_budget: bool) -> Result<(), NoRetry> {
+        if in_budget {
+            if let Err(e) = self.budget.try_acquire() {
+                metrics::counter!(m::RETRY_BUDGET_EXHAUSTED_TOTAL, "cluster" => self.name.clone())
+                    .increment(1);
+                return Err(e);
+            }
         }
         if self.acquire(Resource::Retries).is_err() {
-            self.budget.release();
+            if in_budget {
+                self.budget.release();
+            }
             return Err(NoRetry::CircuitOpen);
         }
         Ok(())
     }
 
     /// A retry or hedge ended.
-    pub fn finish_retry(&mut self) {
-        self.budget.release();
+    pub fn finish_retry(&mut self, in_budget: bool) {
+        if in_budget {
+            self.budget.release();
+        }
         self.breaker.release(Resource::Retries);
     }
 

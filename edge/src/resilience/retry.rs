@@ -138,7 +138,10 @@ impl RetryPolicy {
         if ctx.retries >= self.config.max_retries {
             return Err(NoRetry::Exhausted);
         }
-        if !budget.has_room() {
+        // The budget bounds the extra work retries put on upstreams; a request that never
+        // reached one (connect refused, TLS failure) costs them nothing, and when a zone
+        // dies every request in flight to it fails at once: those always get their retry.
+        if !never_sent && !budget.has_room() {
             return Err(NoRetry::BudgetExhausted);
         }
         Ok(Retry {

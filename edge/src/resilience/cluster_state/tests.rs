@@ -195,7 +195,14 @@ fn breaker_and_budget_refuse_fast() {
         Err(NoRetry::BudgetExhausted)
     );
     assert_eq!(p.start_hedge(), Err(NoRetry::BudgetExhausted));
-    p.finish_retry();
+    // A request that never reached an upstream is retried even with the budget spent.
+    let never_sent = TryContext {
+        never_sent: true,
+        ..ctx
+    };
+    assert!(p.retry(Outcome::ConnectFailure, never_sent).is_ok());
+    p.finish_retry(false);
+    p.finish_retry(true);
     assert_eq!(p.start_hedge(), Ok(()));
     p.finish_request();
     assert_eq!(p.start_request(), Ok(()));

@@ -135,6 +135,12 @@ fn budget_allows_a_share_of_active_requests_with_a_floor() {
             policy.decide(Outcome::Timeout, ctx, &budget, &mut rng),
             Err(NoRetry::BudgetExhausted)
         );
+        assert!(
+            policy
+                .decide(Outcome::ConnectFailure, ctx, &budget, &mut rng)
+                .is_ok(),
+            "a connect failure is retried past the budget"
+        );
         budget.release();
         assert_eq!(budget.try_acquire(), Ok(()), "released room is reusable");
         assert_eq!(budget.counts(), (active, fit));
