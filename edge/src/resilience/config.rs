@@ -64,6 +64,7 @@ defaults! {
     d_zone_min_failures: u32 = 3;
     d_zone_drain_time: Duration = Duration::from_secs(10);
     d_hc_interval: Duration = Duration::from_secs(1);
+    d_hc_unhealthy_interval: Duration = Duration::from_millis(250);
     d_hc_jitter: Duration = Duration::from_millis(100);
     d_hc_timeout: Duration = Duration::from_millis(500);
     d_threshold: u32 = 2;
@@ -221,6 +222,10 @@ pub struct HealthCheckConfig {
     /// ... plus a uniform random 0..jitter (100ms).
     #[serde(default = "d_hc_jitter", with = "duration")]
     pub interval_jitter: Duration,
+    /// Time between checks of an endpoint while it is unhealthy (250ms), like Envoy's
+    /// `unhealthy_interval`: a recovered endpoint is back after `healthy_threshold` of these.
+    #[serde(default = "d_hc_unhealthy_interval", with = "duration")]
+    pub unhealthy_interval: Duration,
     /// A check without a 2xx answer within this fails (500ms).
     #[serde(default = "d_hc_timeout", with = "duration")]
     pub timeout: Duration,

@@ -129,7 +129,8 @@ impl HealthCheck {
         self.config.timeout
     }
 
-    /// Records a finished check and schedules the next one at `now + interval + jitter`.
+    /// Records a finished check and schedules the next one at `now + interval + jitter`
+    /// (`unhealthy_interval` while the endpoint is unhealthy).
     pub fn record<R: Rng + ?Sized>(
         &mut self,
         now: Instant,
@@ -137,7 +138,17 @@ impl HealthCheck {
         rng: &mut R,
     ) -> Transition {
         self.last = Some(result);
-        self.next_at = now + self.config.interval + jitter(self.config.interval_jitter, rng);
+        let transition = self.transition(result);
+        let every = if self.healthy {
+            self.config.interval
+        } else {
+            self.config.unhealthy_interval
+        };
+        self.next_at = now + every + jitter(self.config.interval_jitter, rng);
+        transition
+    }
+
+    fn transition(&mut self, result: CheckResult) -> Transition {
         if result == CheckResult::NotSent {
             return Transition::Unchanged;
         }
@@ -249,6 +260,16 @@ mod tests {
         let mut hc = HealthCheck::new(no_jitter, t0, &mut rng);
         assert_eq!(hc.next_check_at(), t0);
         hc.record(t0, CheckResult::Pass, &mut rng);
+        assert_eq!(hc.next_check_at(), t0 + Duration::from_secs(1));
+        // Unhealthy: checked every unhealthy_interval until it passes again.
+        hc.record(t0, CheckResult::Timeout, &mut rng);
+        assert_eq!(hc.next_check_at(), t0 + Duration::from_secs(1));
+        hc.record(t0, CheckResult::Timeout, &mut rng);
+        assert!(!hc.is_healthy());
+        assert_eq!(hc.next_check_at(), t0 + Duration::from_millis(250));
+        hc.record(t0, CheckResult::Pass, &mut rng);
+        hc.record(t0, CheckResult::Pass, &mut rng);
+        assert!(hc.is_healthy());
         assert_eq!(hc.next_check_at(), t0 + Duration::from_secs(1));
     }
 

@@ -136,15 +136,17 @@ mod tests {
             .map(|r| ((r.at - t0).as_millis(), r.result, r.transition))
             .collect();
         use CheckResult::{Pass, Timeout};
-        use Transition::{BecameUnhealthy as Down, Unchanged as Same};
-        // checks start at 0, 1.01s, 2.51s, 4.01s; each hung one costs the 500ms timeout
+        use Transition::{BecameHealthy as Up, BecameUnhealthy as Down, Unchanged as Same};
+        // checks start at 0, 1.01s, 2.51s; each hung one costs the 500ms timeout; once
+        // unhealthy, every 250ms (unhealthy_interval) until two passes make it healthy
         assert_eq!(
             got,
             vec![
                 (10, Pass, Same),
                 (1510, Timeout, Same),
                 (3010, Timeout, Down),
-                (4020, Pass, Same),
+                (3270, Pass, Same),
+                (3530, Pass, Up),
             ]
         );
         assert!(probe
