@@ -343,32 +343,8 @@ async fn fetch_writes_files_and_keeps_them_rotated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_runs_the_fleet_role_and_stops_its_gateway_on_sigterm() {
     let mesh = Mesh::start("agent-fleet");
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let gossip = udp.local_addr().unwrap().port();
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    drop((udp, tcp));
-    std::fs::write(mesh.dir.join("fleet.key"), [5u8; 32]).unwrap();
     let status_file = mesh.dir.join("fleet.json");
-    let config = format!(
-        r#"node = "n1"
-zone = "a"
-listen = "127.0.0.1:{gossip}"
-key_file = "{key}"
-expected_members = 1
-start_delay = "100ms"
-status_file = "{status}"
-[gateway]
-command = ["python3", "-c", '''{gateway}''', "{port}"]
-ready = "127.0.0.1:{port}"
-serve = "127.0.0.1:{port}"
-"#,
-        key = mesh.dir.join("fleet.key").display(),
-        status = status_file.display(),
-        gateway = STAND_IN_GATEWAY,
-    );
-    let fleet_config = mesh.dir.join("fleet.toml");
-    std::fs::write(&fleet_config, config).unwrap();
+    let (fleet_config, port) = one_node_fleet(mesh.dir.path(), "n1", "a", &status_file);
 
     // A broken fleet config is refused at start, naming the file.
     std::fs::write(mesh.dir.join("bad.toml"), "node = 1\n").unwrap();

@@ -294,31 +294,7 @@ cluster = "zonal"
 
 /// Starts a one-node `meshedge fleet` (node a1, zone-a) writing `status_file`.
 fn start_fleet(dir: &TempDir, status_file: &Path) -> support::ChildGuard {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let gossip = udp.local_addr().unwrap().port();
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    drop((udp, tcp));
-    std::fs::write(dir.join("fleet.key"), [9u8; 32]).unwrap();
-    let config = format!(
-        r#"node = "a1"
-zone = "zone-a"
-listen = "127.0.0.1:{gossip}"
-key_file = "{key}"
-expected_members = 1
-start_delay = "100ms"
-status_file = "{status}"
-[gateway]
-command = ["python3", "-c", '''{gateway}''', "{port}"]
-ready = "127.0.0.1:{port}"
-serve = "127.0.0.1:{port}"
-"#,
-        key = dir.join("fleet.key").display(),
-        status = status_file.display(),
-        gateway = support::STAND_IN_GATEWAY,
-    );
-    let path = dir.join("fleet.toml");
-    std::fs::write(&path, config).unwrap();
+    let (path, _) = support::one_node_fleet(dir.path(), "a1", "zone-a", status_file);
     let mut cmd = meshedge();
     cmd.args(["fleet", "--config"]).arg(&path);
     spawn_until(cmd, "fleet listening on", dir.path()).0

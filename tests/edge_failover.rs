@@ -228,6 +228,26 @@ cluster = "echo"
     )
 }
 
+/// Asserts a phase's load saw no error and no request waiting half the request timeout.
+fn no_error_none_near_the_timeout(phase: &str, all: &[Sample]) {
+    let (errors, max) = summary(all);
+    eprintln!(
+        "{phase}: {} requests, {errors} errors, max latency {:.0} ms",
+        all.len(),
+        max * 1000.0
+    );
+    assert_eq!(
+        errors,
+        0,
+        "{:?}",
+        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
+    );
+    assert!(
+        max < REQUEST_TIMEOUT.as_secs_f64() / 2.0,
+        "a request waited {max:.3} s (request timeout {REQUEST_TIMEOUT:?})"
+    );
+}
+
 fn summary(samples: &[Sample]) -> (usize, f64) {
     let errors = samples.iter().filter(|s| s.status != 200).count();
     let max = samples.iter().map(|s| s.seconds).fold(0.0, f64::max);
@@ -401,23 +421,7 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
         "zone b still available: {}",
         clusters(&edge)
     );
-    let all = samples.lock().unwrap().clone();
-    let (errors, max) = summary(&all);
-    eprintln!(
-        "zone hang: {} requests, {errors} errors, max latency {:.0} ms",
-        all.len(),
-        max * 1000.0
-    );
-    assert_eq!(
-        errors,
-        0,
-        "{:?}",
-        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
-    );
-    assert!(
-        max < REQUEST_TIMEOUT.as_secs_f64() / 2.0,
-        "a request waited {max:.3} s (request timeout {REQUEST_TIMEOUT:?})"
-    );
+    no_error_none_near_the_timeout("zone hang", &samples.lock().unwrap());
     let status = clusters(&edge);
     let cluster = &status["clusters"][0];
     assert_eq!(cluster["local_zone"], "a", "{status}");
@@ -478,23 +482,8 @@ fn zone_kill_hang_and_ejection_cost_no_client_errors() {
             .then(|| cut_at.elapsed())
     });
     t.join().unwrap();
-    let all = samples.lock().unwrap().clone();
-    let (errors, max) = summary(&all);
-    eprintln!(
-        "zone blackhole: zone a unavailable after {drained:?}; {} requests, {errors} errors, max latency {:.0} ms",
-        all.len(),
-        max * 1000.0
-    );
-    assert_eq!(
-        errors,
-        0,
-        "{:?}",
-        all.iter().filter(|s| s.status != 200).collect::<Vec<_>>()
-    );
-    assert!(
-        max < REQUEST_TIMEOUT.as_secs_f64() / 2.0,
-        "a request waited {max:.3} s (request timeout {REQUEST_TIMEOUT:?})"
-    );
+    eprintln!("zone blackhole: zone a unavailable after {drained:?}");
+    no_error_none_near_the_timeout("zone blackhole", &samples.lock().unwrap());
     assert!(
         drained.is_some(),
         "blackholed zone a still available: {}",

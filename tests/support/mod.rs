@@ -193,3 +193,35 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
+
+/// Writes a one-node fleet config (`node` in `zone`, gossip on a free port, key in `dir`,
+/// `status_file`) supervising [`STAND_IN_GATEWAY`] on a free port; returns the config path
+/// and the gateway's port.
+pub fn one_node_fleet(dir: &Path, node: &str, zone: &str, status_file: &Path) -> (PathBuf, u16) {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gossip = udp.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    drop((udp, tcp));
+    std::fs::write(dir.join("fleet.key"), [9u8; 32]).unwrap();
+    let config = format!(
+        r#"node = "{node}"
+zone = "{zone}"
+listen = "127.0.0.1:{gossip}"
+key_file = "{key}"
+expected_members = 1
+start_delay = "100ms"
+status_file = "{status}"
+[gateway]
+command = ["python3", "-c", '''{gateway}''', "{port}"]
+ready = "127.0.0.1:{port}"
+serve = "127.0.0.1:{port}"
+"#,
+        key = dir.join("fleet.key").display(),
+        status = status_file.display(),
+        gateway = STAND_IN_GATEWAY,
+    );
+    let path = dir.join("fleet.toml");
+    std::fs::write(&path, config).unwrap();
+    (path, port)
+}
