@@ -3,6 +3,10 @@
 //! - VIP: they hold one VIP in front of a stand-in gateway; the holder's link is cut under a
 //!   200 req/s client loop from a fourth namespace. Measures the failed requests and the
 //!   takeover window; checks one holder at every sample.
+//! - VIP and the holder's processes: its agent hangs (SIGSTOP) while the gateway serves (no
+//!   move, no failed request, none on resume either); its agent and gateway are killed (the
+//!   fence takes the address away with the gateway, a survivor claims, one holder at every
+//!   sample); the agent returns (no move back, no failed request).
 //! - Partition: one gateway wanted in the zone; the node running it is cut off; the other
 //!   two start one of their own; after the link heals, hysteresis leaves exactly one.
 
@@ -64,15 +68,7 @@ fn holders(prefix: &str) -> Vec<usize> {
     (1..=3)
         .filter(|i| {
             let out = Command::new("ip")
-                .args([
-                    "-n",
-                    &format!("{prefix}-n{i}"),
-                    "-o",
-                    "addr",
-                    "show",
-                    "dev",
-                    "eth0",
-                ])
+                .args(["-n", &format!("{prefix}-n{i}"), "-o", "addr", "show"])
                 .output()
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
@@ -102,8 +98,14 @@ fn lab(prefix: &str) -> Lab {
 /// tables).
 fn start_agents(prefix: &str, dir: &TempDir, extra: &str) -> Vec<Kill> {
     std::fs::write(dir.join("fleet.key"), [9u8; 32]).unwrap();
-    let mut agents = Vec::new();
-    for i in 1..=3 {
+    (1..=3)
+        .map(|i| start_agent(prefix, dir, i, extra))
+        .collect()
+}
+
+/// Starts the agent of node `i` (see [`start_agents`]).
+fn start_agent(prefix: &str, dir: &TempDir, i: usize, extra: &str) -> Kill {
+    {
         let config = format!(
             r#"node = "n{i}"
 zone = "a"
@@ -133,12 +135,31 @@ serve = "198.18.0.{i}:8080"
             .args(["fleet", "--config"])
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(&format!("n{i}.err"))).unwrap())
+            .stderr(log_file(dir, i))
             .spawn()
             .unwrap();
-        agents.push(Kill(child));
+        Kill(child)
     }
-    agents
+}
+
+fn log_file(dir: &TempDir, i: usize) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(&format!("n{i}.err")))
+        .unwrap()
+}
+
+/// Fleet keys for a gateway on every node and one VIP on eth0.
+fn vip_config() -> String {
+    format!(
+        r#"min_per_zone = 3
+[[vip]]
+address = "{VIP}"
+prefix = 15
+interface = "eth0"
+"#
+    )
 }
 
 /// Whether the stand-in gateway of node `i` answers (inside its namespace).
@@ -158,14 +179,7 @@ fn vip_moves_on_link_cut_never_two_holders() {
     let prefix = format!("mf{}", std::process::id() % 100000);
     let _lab = lab(&prefix);
     let dir = TempDir::new("vip");
-    let vip = format!(
-        r#"min_per_zone = 3
-[[vip]]
-address = "{VIP}"
-prefix = 15
-interface = "eth0"
-"#
-    );
+    let vip = vip_config();
     let _agents = start_agents(&prefix, &dir, &vip);
     let holder = poll(Duration::from_secs(20), || {
         let h = holders(&prefix);
@@ -284,4 +298,153 @@ fn partition_converges_and_leaves_one_gateway_after_healing() {
             .count();
         assert_eq!(ready, 1, "n{i} sees {ready} ready gateways: {doc:#}");
     }
+}
+
+/// Process ids of the children of `pid` (the supervised gateway of an agent).
+fn children(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let list = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+        out.extend(list.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
+    }
+    out
+}
+
+fn signal(pid: i32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Starts the client loop (`secs` seconds at the VIP) in the client namespace.
+fn client(prefix: &str, secs: u32) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &format!("{prefix}-cl"), "python3", "-c"])
+        .args([CLIENT, &secs.to_string(), VIP])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `(ok, failed)` from a finished client loop, and its summary line.
+fn client_result(client: Child) -> (u32, u32, String) {
+    let out = client.wait_with_output().unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ok = words[1].parse().unwrap();
+    let failed = words[3].parse().unwrap();
+    (ok, failed, line)
+}
+
+/// Samples the holders for `span`: the most seen at once, and the distinct sets seen.
+fn watch_holders(prefix: &str, span: Duration) -> (usize, Vec<Vec<usize>>) {
+    let start = Instant::now();
+    let (mut most, mut seen) = (0, Vec::<Vec<usize>>::new());
+    while start.elapsed() < span {
+        let h = holders(prefix);
+        most = most.max(h.len());
+        if seen.last() != Some(&h) {
+            seen.push(h);
+        }
+    }
+    (most, seen)
+}
+
+#[test]
+fn vip_stays_with_a_hung_agent_and_leaves_with_killed_processes() {
+    let prefix = format!("mk{}", std::process::id() % 100000);
+    let _lab = lab(&prefix);
+    let dir = TempDir::new("vipkill");
+    let vip = vip_config();
+    let mut agents = start_agents(&prefix, &dir, &vip);
+    let holder = poll(Duration::from_secs(20), || {
+        let h = holders(&prefix);
+        (h.len() == 1).then(|| h[0])
+    })
+    .expect("one holder");
+    let agent_pid = agents[holder - 1].0.id();
+    let fence = Command::new("ip")
+        .args(["-n", &format!("{prefix}-n{holder}"), "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    let fence = String::from_utf8_lossy(&fence.stdout).to_string();
+    assert!(
+        fence
+            .lines()
+            .any(|l| l.contains(&format!("{VIP}/32")) && l.contains("mefence")),
+        "the VIP lives on the gateway's fence device: {fence}"
+    );
+
+    // 1. The holder's agent hangs while its gateway serves: no move, no failed request,
+    //    and none when it resumes either.
+    let load = client(&prefix, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(agent_pid as i32, "-STOP");
+    let (most, seen) = watch_holders(&prefix, Duration::from_secs(2));
+    signal(agent_pid as i32, "-CONT");
+    let (most_after, seen_after) = watch_holders(&prefix, Duration::from_millis(1000));
+    let (ok, failed, line) = client_result(load);
+    eprintln!("agent of n{holder} hung 2 s: holders {seen:?} then {seen_after:?}; client {line}");
+    assert_eq!(
+        seen,
+        vec![vec![holder]],
+        "the VIP stayed while the agent hung"
+    );
+    assert_eq!(seen_after, vec![vec![holder]], "and after it resumed");
+    assert!(most <= 1 && most_after <= 1);
+    assert!(ok > 100, "{line}");
+    assert_eq!(failed, 0, "no failed request: {line}");
+
+    // 2. The holder's agent and gateway are killed: the fence goes with the gateway, a
+    //    survivor claims, never two holders; failures only inside the takeover window.
+    let load = client(&prefix, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let gateways = children(agent_pid);
+    assert_eq!(
+        gateways.len(),
+        1,
+        "one gateway under the agent: {gateways:?}"
+    );
+    signal(agent_pid as i32, "-KILL");
+    signal(gateways[0], "-KILL");
+    let killed = Instant::now();
+    let mut took = None;
+    let mut most = 0;
+    while killed.elapsed() < Duration::from_secs(2) {
+        let h = holders(&prefix);
+        most = most.max(h.len());
+        if took.is_none() && h.iter().any(|&x| x != holder) {
+            took = Some(killed.elapsed());
+        }
+    }
+    let (ok, failed, line) = client_result(load);
+    eprintln!("n{holder} agent+gateway killed: survivor holds after {took:?}; client {line}");
+    assert!(took.is_some(), "a survivor holds the VIP");
+    assert!(most <= 1, "two holders seen at once");
+    assert!(ok > 100, "{line}");
+    // 200 req/s: a takeover well under 200 ms costs at most a few dozen requests.
+    assert!(failed <= 40, "{line}");
+    let window: f64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(
+        window < 0.5,
+        "failures only inside the takeover window: {line}"
+    );
+    let new_holder = holders(&prefix);
+
+    // 3. The node's agent returns: it rejoins, runs a gateway, and the VIP stays where it
+    //    is (failback costs no request).
+    let load = client(&prefix, 4);
+    agents[holder - 1] = start_agent(&prefix, &dir, holder, &vip);
+    let returned = poll(Duration::from_secs(15), || {
+        gateway_up(&prefix, holder).then_some(())
+    });
+    assert!(returned.is_some(), "the returned node runs its gateway");
+    let (most, seen) = watch_holders(&prefix, Duration::from_secs(1));
+    let (_, failed, line) = client_result(load);
+    eprintln!("n{holder} returned: holders {seen:?}; client {line}");
+    assert_eq!(seen, vec![new_holder], "one holder, no move back");
+    assert!(most <= 1);
+    assert_eq!(failed, 0, "{line}");
 }

@@ -12,6 +12,7 @@
 
 pub mod advertise;
 pub mod config;
+pub mod fence;
 pub mod lease;
 pub mod membership;
 pub mod metrics;

@@ -26,7 +26,8 @@
 //! [[vip]]                             # optional, repeatable
 //! address = "198.18.1.1"
 //! prefix = 15
-//! interface = "eth0"
+//! interface = "eth0"                # LAN interface (gratuitous ARP, subnet route)
+//! fence = true                        # default: the address lives and dies with the gateway
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -164,6 +165,10 @@ pub struct VipConfig {
     pub zone: Option<String>,
     /// Port probed on the address before a claim (default: the gateway's serve port).
     pub probe_port: Option<u16>,
+    /// Put the address on the gateway's fence device, so that it disappears with the
+    /// gateway process (see `fleet::fence`); `false` puts it on `interface`.
+    #[serde(default = "yes")]
+    pub fence: bool,
 }
 
 fn yes() -> bool {

@@ -29,11 +29,23 @@
 //!   one `renew_every` (the holder checks its lease on each tick) plus clock-rate drift.
 //! - Stickiness: nobody claims while a live lease exists, so the address never moves back
 //!   on its own when a higher-weight node returns (failback costs no request).
+//! - Probe: "answers" means a process reacts on the address (the caller sends bytes and
+//!   waits for any reply or close), not that the kernel completes a TCP handshake, which
+//!   it does for a stopped process too.
+//! - Fence: the address lives on the gateway's fence device ([`super::fence`]), which the
+//!   kernel removes the moment the gateway process exits. Killing a node's processes
+//!   therefore removes the address before any lease can expire: a survivor's claim never
+//!   meets the old address still configured.
+//! - Pause: a holder whose process did not run for longer than a lease (SIGSTOP, a stall)
+//!   does not drop an address its gateway kept serving: it asks a quorum to confirm it
+//!   (claim heartbeats for up to `claim_timeout`) and releases only if none does or a
+//!   renewing holder exists. Survivors could not have claimed meanwhile, since the address
+//!   answered their probes.
 //!
-//! Limits: a hung agent keeps its address until it resumes (it releases first thing then,
-//! since its lease has lapsed); if its gateway also died meanwhile, survivors take over
-//! while it is stopped. Frozen clocks or a clock-rate drift beyond the margins void the
-//! argument.
+//! Limits: if the whole node freezes (agent and gateway stopped), the probe gets no answer,
+//! a survivor claims, and the frozen node still has the address until it resumes and
+//! releases (within `claim_timeout`); keepalived has the same window. Frozen clocks or a
+//! clock-rate drift beyond the margins void the argument.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -133,8 +145,16 @@ pub struct Reply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Follower,
-    Claiming { since: Instant },
-    Holder { since: Instant },
+    Claiming {
+        since: Instant,
+    },
+    Holder {
+        since: Instant,
+    },
+    /// Held the address through a pause of this process and asks a quorum to confirm it.
+    Reasserting {
+        since: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +177,7 @@ pub struct VipOwnership {
     sent: VecDeque<(u64, Instant)>,
     acked: BTreeMap<String, Instant>,
     remote: Option<RemoteLease>,
+    last_tick: Option<Instant>,
 }
 
 // === impl VipOwnership ===
@@ -175,6 +196,7 @@ impl VipOwnership {
             sent: VecDeque::new(),
             acked: BTreeMap::new(),
             remote: None,
+            last_tick: None,
         }
     }
 
@@ -185,7 +207,7 @@ impl VipOwnership {
 
     /// True while this node holds the address.
     pub fn is_holder(&self) -> bool {
-        matches!(self.role, Role::Holder { .. })
+        matches!(self.role, Role::Holder { .. } | Role::Reasserting { .. })
     }
 
     /// The holder this node knows of: itself, or the node whose lease it granted last.
@@ -205,14 +227,44 @@ impl VipOwnership {
     /// Advances the protocol; call every `renew_every`.
     pub fn tick(&mut self, now: Instant, view: &VipView<'_>) -> Tick {
         let quorate = view.alive.len() >= view.quorum;
+        let paused = self
+            .last_tick
+            .is_some_and(|t| now.saturating_duration_since(t) > self.timing.lease);
+        self.last_tick = Some(now);
         match self.role {
             Role::Holder { .. } => {
                 let valid = self.valid_until(view).is_some_and(|until| now < until);
-                if !view.gateway_ready || !quorate || !valid {
+                if !view.gateway_ready || !quorate {
+                    self.become_follower();
+                    return self.action(VipAction::Release, None);
+                }
+                if !valid && paused {
+                    self.role = Role::Reasserting { since: now };
+                    let hb = self.send(now, true);
+                    return self.action(VipAction::None, Some(hb));
+                }
+                if !valid {
                     self.become_follower();
                     return self.action(VipAction::Release, None);
                 }
                 let hb = self.send(now, false);
+                self.action(VipAction::None, Some(hb))
+            }
+            Role::Reasserting { since } => {
+                if !view.gateway_ready || !quorate {
+                    self.become_follower();
+                    return self.action(VipAction::Release, None);
+                }
+                if self.valid_until(view).is_some_and(|until| now < until) {
+                    self.role = Role::Holder { since };
+                    let hb = self.send(now, false);
+                    return self.action(VipAction::None, Some(hb));
+                }
+                if now.saturating_duration_since(since) >= self.timing.claim_timeout {
+                    self.become_follower();
+                    return self.action(VipAction::Release, None);
+                }
+                let hb = self.send(now, true);
                 self.action(VipAction::None, Some(hb))
             }
             Role::Claiming { since } => {
@@ -258,7 +310,14 @@ impl VipOwnership {
             return refuse(VipAction::None);
         }
         match self.role {
-            Role::Holder { .. } if hb.claiming => return refuse(VipAction::None),
+            Role::Holder { .. } | Role::Reasserting { .. } if hb.claiming => {
+                return refuse(VipAction::None)
+            }
+            Role::Reasserting { .. } => {
+                // A renewing holder exists: this node's pause cost it the address.
+                self.become_follower();
+                return refuse(VipAction::Release);
+            }
             Role::Holder { .. } => {
                 // Two holders must never happen; if it does, the lower weight yields now.
                 if self.weight(from) > self.weight(&self.me) {

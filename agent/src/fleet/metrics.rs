@@ -7,6 +7,8 @@ pub const GATEWAY_RESTARTS_TOTAL: &str = "meshedge_agent_gateway_restarts_total"
 pub const GATEWAY_CRASHLOOP: &str = "meshedge_agent_gateway_crashloop";
 /// State of the local gateway: 0 stopped, 1 starting, 2 ready, 3 draining, 4 down.
 pub const GATEWAY_STATE: &str = "meshedge_agent_gateway_state";
+/// VIP fence devices that could not be created (the gateway started without one).
+pub const FENCE_FAILURES_TOTAL: &str = "meshedge_agent_fleet_fence_failures_total";
 /// Policy actions taken, label `action` (`start`, `drain`).
 pub const FLEET_ACTIONS_TOTAL: &str = "meshedge_agent_fleet_actions_total";
 /// Virtual IP ownership changes of this node, labels `vip`, `event` (`claim`, `release`).
@@ -36,6 +38,10 @@ pub fn describe() {
         "1 while the supervised gateway crash-loops"
     );
     describe_gauge!(GATEWAY_STATE, "Local gateway state (0 stopped .. 4 down)");
+    describe_counter!(
+        FENCE_FAILURES_TOTAL,
+        "VIP fence devices that could not be created"
+    );
     describe_counter!(FLEET_ACTIONS_TOTAL, "Fleet policy actions (start, drain)");
     describe_counter!(FLEET_VIP_CHANGES_TOTAL, "Virtual IP claims and releases");
     describe_gauge!(FLEET_VIP_HELD, "1 for each virtual IP held by this node");

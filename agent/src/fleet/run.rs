@@ -25,6 +25,10 @@ use super::{rendezvous, vip};
 
 /// Longest time between two broadcasts of an unchanged node state.
 const STATE_REFRESH: Duration = Duration::from_secs(2);
+/// How long a VIP probe may take (it delays a takeover after a link cut by this much).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(20);
+/// How long a VIP that answered a probe counts as served without probing again.
+const PROBE_TRUSTED: Duration = Duration::from_millis(100);
 
 /// `meshedge fleet` / the agent's fleet role: the flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,10 +79,14 @@ struct Fleet {
     spec: GatewaySpec,
     placement: PlacementPolicy,
     vips: Vec<(VipConfig, VipOwnership)>,
+    /// When each VIP last answered a probe.
+    vip_served: Vec<Option<Instant>>,
     peers: HashMap<String, Peer>,
     advertiser: Option<Advertiser>,
     advertised: bool,
     gateway: GatewayState,
+    /// The running gateway's VIP fence device.
+    fence: Option<String>,
     wanted: bool,
     note: String,
     written: Option<(FleetStatus, Instant)>,
@@ -150,7 +158,12 @@ impl Fleet {
             .collect();
         let advertiser = config.dns.as_ref().map(Advertiser::try_new).transpose()?;
         Ok(Self {
-            supervisor: Supervisor::spawn(SupervisorConfig::default()),
+            supervisor: Supervisor::spawn(SupervisorConfig {
+                fence: config.vip.iter().any(|v| v.fence),
+                ..SupervisorConfig::default()
+            }),
+            fence: None,
+            vip_served: vec![None; config.vip.len()],
             config,
             membership,
             spec,
@@ -194,6 +207,7 @@ impl Fleet {
                 }
                 Ok(()) = status.changed() => {
                     let now = status.borrow_and_update().clone();
+                    self.fence = now.fence.clone();
                     self.on_gateway(now.state, now.pid).await;
                 }
             }
@@ -484,13 +498,7 @@ impl Fleet {
                 address_answers: false,
             };
             if self.vips[i].1.wants_probe(now, &view) {
-                let cfg = &self.vips[i].0;
-                let port = cfg.probe_port.unwrap_or(self.config.gateway.serve.port());
-                let target = SocketAddr::new(cfg.address, port);
-                let probe = tokio::net::TcpStream::connect(target);
-                view.address_answers = tokio::time::timeout(Duration::from_millis(20), probe)
-                    .await
-                    .is_ok_and(|r| r.is_ok());
+                view.address_answers = self.vip_serves(i).await;
             }
             let tick = self.vips[i].1.tick(Instant::now().into_std(), &view);
             match tick.action {
@@ -507,9 +515,27 @@ impl Fleet {
         }
     }
 
+    /// Whether the VIP serves (probed; a positive answer is trusted for
+    /// [`PROBE_TRUSTED`], a negative one never).
+    async fn vip_serves(&mut self, i: usize) -> bool {
+        if self.vip_served[i].is_some_and(|at| at.elapsed() < PROBE_TRUSTED) {
+            return true;
+        }
+        let cfg = &self.vips[i].0;
+        let port = cfg.probe_port.unwrap_or(self.config.gateway.serve.port());
+        let serves = vip::address_serves(SocketAddr::new(cfg.address, port), PROBE_TIMEOUT).await;
+        self.vip_served[i] = serves.then(Instant::now);
+        serves
+    }
+
     async fn claim(&mut self, i: usize) {
         let cfg = &self.vips[i].0;
-        match vip::add(cfg).await {
+        let fence = self.fence.as_deref().filter(|_| cfg.fence);
+        if cfg.fence && fence.is_none() {
+            warn!(address = %cfg.address, interface = %cfg.interface,
+                "the gateway has no fence device; the VIP goes on the interface and would outlive a killed gateway");
+        }
+        match vip::add(cfg, fence).await {
             Ok(()) => println!("fleet: vip {} claimed", cfg.address),
             Err(e) => warn!(error = %e, "claiming the VIP failed"),
         }
@@ -522,7 +548,8 @@ impl Fleet {
     /// Removes the address first, then tells the members.
     async fn release(&mut self, i: usize) {
         let cfg = self.vips[i].0.clone();
-        if let Err(e) = vip::remove(&cfg).await {
+        let fence = self.fence.as_deref().filter(|_| cfg.fence);
+        if let Err(e) = vip::remove(&cfg, fence).await {
             warn!(error = %e, "removing the VIP failed");
         }
         println!("fleet: vip {} released", cfg.address);

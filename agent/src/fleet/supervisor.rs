@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use command_fds::{CommandFdExt, FdMapping};
+
+use super::fence;
 use super::metrics as m;
 use super::policy::GatewayState;
 use restart::{RestartConfig, RestartPacer};
@@ -50,6 +53,8 @@ pub struct SupervisorConfig {
     pub start_timeout: Duration,
     /// After SIGTERM, how long to wait before SIGKILL.
     pub drain_timeout: Duration,
+    /// Give every gateway a VIP fence device ([`super::fence`]).
+    pub fence: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -61,6 +66,7 @@ impl Default for SupervisorConfig {
             unready_after: 3,
             start_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(10),
+            fence: false,
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct SupervisorStatus {
     pub crashloop: bool,
     /// The last failure, for `meshedge status`.
     pub last_error: Option<String>,
+    /// The running gateway's VIP fence device, if it has one.
+    pub fence: Option<String>,
 }
 
 /// Why a supervisor call failed.
@@ -132,6 +140,7 @@ impl Supervisor {
             restarts: 0,
             crashloop: false,
             last_error: None,
+            fence: None,
         });
         let driver = Driver {
             config,
@@ -188,6 +197,7 @@ struct Running {
     started: Instant,
     ready_since: Option<Instant>,
     failed_probes: u32,
+    fence: Option<String>,
 }
 
 struct Driver {
@@ -249,10 +259,10 @@ impl Driver {
         let Some(spec) = self.spec.clone() else {
             return;
         };
-        match spawn(&spec) {
-            Ok(child) => {
+        match spawn(&spec, self.config.fence) {
+            Ok((child, fence)) => {
                 let pid = child.id();
-                info!(program = %spec.program.display(), pid, "gateway started");
+                info!(program = %spec.program.display(), pid, ?fence, "gateway started");
                 self.running = Some(Running {
                     child,
                     pid,
@@ -260,6 +270,7 @@ impl Driver {
                     started: Instant::now(),
                     ready_since: None,
                     failed_probes: 0,
+                    fence,
                 });
                 self.restart_at = None;
                 self.publish(GatewayState::Starting, None);
@@ -367,7 +378,7 @@ impl Driver {
 
     async fn roll(&mut self, spec: GatewaySpec) -> Result<(), SupervisorError> {
         info!(program = %spec.program.display(), "rolling the gateway");
-        let mut child = spawn(&spec)?;
+        let (mut child, fence) = spawn(&spec, self.config.fence)?;
         let deadline = Instant::now() + self.config.start_timeout;
         let timeout = self.config.probe_timeout;
         loop {
@@ -397,8 +408,17 @@ impl Driver {
             started: now,
             ready_since: Some(now),
             failed_probes: 0,
+            fence,
         };
         info!(pid = new.pid, "new gateway ready; draining the old one");
+        if let (Some(from), Some(to)) = (
+            self.running.as_ref().and_then(|r| r.fence.as_deref()),
+            new.fence.as_deref(),
+        ) {
+            if let Err(e) = fence::carry(from, to).await {
+                warn!(error = %e, from, to, "moving VIPs to the new gateway's fence failed");
+            }
+        }
         if let Some(old) = self.running.replace(new) {
             terminate(old, self.config.drain_timeout).await;
         }
@@ -410,26 +430,51 @@ impl Driver {
 
     fn publish(&self, state: GatewayState, pid: Option<u32>) {
         let pid = pid.or_else(|| self.running.as_ref().and_then(|r| r.pid));
+        let fence = self.running.as_ref().and_then(|r| r.fence.clone());
         metrics::gauge!(m::GATEWAY_STATE).set(state.as_gauge());
         self.status.send_if_modified(|s| {
-            let changed = s.state != state || s.pid != pid;
+            let changed = s.state != state || s.pid != pid || s.fence != fence;
             s.state = state;
             s.pid = pid;
+            s.fence = fence;
             changed
         });
     }
 }
 
-fn spawn(spec: &GatewaySpec) -> Result<Child, SupervisorError> {
-    Command::new(&spec.program)
+/// Starts the gateway; with `fence`, it inherits a new fence device as fd
+/// [`fence::FENCE_FD`] (named in `MESHEDGE_VIP_FENCE_FD`) and holds its only descriptor.
+/// A fence that cannot be created is logged and counted; the gateway starts without one.
+fn spawn(spec: &GatewaySpec, fence: bool) -> Result<(Child, Option<String>), SupervisorError> {
+    let mut command = Command::new(&spec.program);
+    command
         .args(&spec.args)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| SupervisorError::Spawn {
-            program: spec.program.clone(),
-            source,
-        })
+        .kill_on_drop(true);
+    let mut device = None;
+    if fence {
+        match fence::create() {
+            Ok(f) => {
+                let mapping = FdMapping {
+                    parent_fd: f.descriptor,
+                    child_fd: fence::FENCE_FD,
+                };
+                if command.fd_mappings(vec![mapping]).is_ok() {
+                    command.env("MESHEDGE_VIP_FENCE_FD", fence::FENCE_FD.to_string());
+                    device = Some(f.device);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "creating the VIP fence device failed; a killed gateway will leave its VIPs behind");
+                metrics::counter!(m::FENCE_FAILURES_TOTAL).increment(1);
+            }
+        }
+    }
+    let child = command.spawn().map_err(|source| SupervisorError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    Ok((child, device))
 }
 
 /// SIGTERM, wait up to `drain_timeout`, then SIGKILL.

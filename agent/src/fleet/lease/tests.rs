@@ -320,3 +320,103 @@ fn zone_vip_only_goes_to_its_zone() {
         assert_eq!(tick.heartbeat, None);
     }
 }
+
+#[test]
+fn holder_paused_while_its_gateway_serves_keeps_the_vip_on_resume() {
+    let mut sim = Sim::new(6, 3);
+    sim.run(0, 300, |_, _| {});
+    let old = sim.holders()[0];
+    sim.hung[old] = true;
+    sim.run(300, 800, |_, _| {});
+    sim.hung[old] = false;
+    sim.holder_changes = 0;
+    sim.run(800, 1200, |_, _| {});
+    assert_eq!(sim.holders(), vec![old], "reasserted, not released");
+    assert_eq!(sim.holder_changes, 0, "the address never left the node");
+}
+
+/// `n0` holding the VIP among `alive` (acked by `n1` when the quorum needs it); returns the
+/// ownership and the ms reached.
+fn holding(alive: &[Candidate], quorum: usize, t0: Instant) -> (VipOwnership, u32) {
+    let mut own = VipOwnership::new("vip", None, "n0", LeaseTiming::default());
+    let view = VipView {
+        alive,
+        quorum,
+        gateway_ready: true,
+        address_answers: false,
+    };
+    let mut ms = 0u32;
+    while !own.is_holder() {
+        let tick = own.tick(t0 + MS * ms, &view);
+        if let Some(hb) = tick.heartbeat {
+            own.on_ack("n1", hb.seq);
+        }
+        ms += 5;
+        assert!(ms < 200, "never claimed");
+    }
+    (own, ms)
+}
+
+#[test]
+fn paused_holder_releases_when_a_quorum_does_not_confirm() {
+    let timing = LeaseTiming::default();
+    let t0 = Instant::now();
+    let alive = [cand("n0", true), cand("n1", true), cand("n2", true)];
+    let (mut own, mut ms) = holding(&alive, 2, t0);
+    let view = VipView {
+        alive: &alive,
+        quorum: 2,
+        gateway_ready: true,
+        address_answers: false,
+    };
+    // Paused for 500 ms, then nobody acks.
+    ms += 500;
+    let first = own.tick(t0 + MS * ms, &view);
+    assert_eq!(
+        first.action,
+        VipAction::None,
+        "a pause first asks for confirmation"
+    );
+    assert!(first.heartbeat.is_some_and(|hb| hb.claiming));
+    let mut released = None;
+    for step in 1..20u32 {
+        let tick = own.tick(t0 + MS * (ms + 5 * step), &view);
+        if tick.action == VipAction::Release {
+            released = Some(5 * step);
+            break;
+        }
+    }
+    let after = released.expect("released without a quorum");
+    assert!(
+        after <= timing.claim_timeout.as_millis() as u32 + 5,
+        "{after} ms"
+    );
+    assert!(!own.is_holder());
+}
+
+#[test]
+fn paused_holder_yields_to_a_renewing_holder() {
+    let t0 = Instant::now();
+    let alive = [cand("n0", true), cand("n1", true)];
+    let (mut own, mut ms) = holding(&alive, 1, t0);
+    let lapsed = VipView {
+        alive: &alive,
+        quorum: 2,
+        gateway_ready: true,
+        address_answers: false,
+    };
+    ms += 500;
+    own.tick(t0 + MS * ms, &lapsed);
+    assert!(own.is_holder(), "reasserting");
+    let reply = own.on_heartbeat(
+        t0 + MS * (ms + 1),
+        "n1",
+        Heartbeat {
+            seq: 7,
+            claiming: false,
+        },
+    );
+    assert_eq!(reply.action, VipAction::Release);
+    assert!(!reply.ack);
+    assert!(!own.is_holder());
+}

@@ -58,6 +58,7 @@ fn fast() -> SupervisorConfig {
         unready_after: 2,
         start_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(3),
+        fence: false,
     }
 }
 
