@@ -22,6 +22,7 @@ pub mod run;
 pub mod status;
 pub mod supervisor;
 pub mod vip;
+pub mod vip_probe;
 
 pub use policy::{GatewayAction, GatewayState, MemberView, Placement, PlacementConfig};
 pub use run::{run_fleet, FleetArgs, FleetError};

@@ -23,6 +23,8 @@
 //! zone = "mesh.test"
 //! tsig_key_file = "/etc/meshedge/tsig.key"
 //!
+//! vip_lease = "30ms"                  # VIP lease; the other VIP timings derive from it
+//!
 //! [[vip]]                             # optional, repeatable
 //! address = "198.18.1.1"
 //! prefix = 15
@@ -114,6 +116,9 @@ pub struct FleetConfig {
     /// Virtual IPs of the fleet.
     #[serde(default)]
     pub vip: Vec<VipConfig>,
+    /// VIP lease length; every other VIP timing derives from it (see `LeaseTiming`).
+    #[serde(default = "vip_lease", with = "duration")]
+    pub vip_lease: Duration,
     /// Where to keep the fleet's state as JSON for the gateway's `GET /fleet`.
     pub status_file: Option<PathBuf>,
 }
@@ -201,6 +206,9 @@ fn ttl() -> u32 {
 fn prefix() -> u8 {
     32
 }
+fn vip_lease() -> Duration {
+    Duration::from_millis(30)
+}
 
 impl FleetConfig {
     /// Reads and validates `path`.
@@ -234,6 +242,10 @@ impl FleetConfig {
         }
         if self.gateway.command.is_none() && self.gateway.config.is_none() {
             return Err(invalid("gateway", "needs `command` or `config`"));
+        }
+        let lease_range = Duration::from_millis(12)..=Duration::from_secs(10);
+        if !lease_range.contains(&self.vip_lease) {
+            return Err(invalid("vip_lease", "must be within 12ms..=10s"));
         }
         for (i, vip) in self.vip.iter().enumerate() {
             let max = if vip.address.is_ipv4() { 32 } else { 128 };

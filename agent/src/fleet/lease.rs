@@ -65,17 +65,37 @@ pub struct LeaseTiming {
     pub claim_margin: Duration,
     /// A claim without a quorum of acks within this time is abandoned.
     pub claim_timeout: Duration,
+    /// How long before a claim would be allowed the address is probed (the probe's
+    /// timeout then overlaps the end of the lease instead of following it).
+    pub probe_lead: Duration,
+    /// How long a probe of the address may take.
+    pub probe_timeout: Duration,
+}
+
+impl LeaseTiming {
+    /// The timing for a lease of `lease` (the `vip_lease` key): heartbeats every sixth of
+    /// it, the holder gives up a third before its end, a claim waits a sixth after it and
+    /// for at most one lease; the probe takes half a lease, within 10..=20 ms, and starts
+    /// one heartbeat more before the claim.
+    pub fn for_lease(lease: Duration) -> Self {
+        let renew_every = lease / 6;
+        let probe_timeout = (lease / 2).clamp(Duration::from_millis(10), Duration::from_millis(20));
+        Self {
+            lease,
+            renew_every,
+            holder_margin: lease / 3,
+            claim_margin: lease / 6,
+            claim_timeout: lease,
+            probe_lead: probe_timeout + renew_every,
+            probe_timeout,
+        }
+    }
 }
 
 impl Default for LeaseTiming {
+    /// The timing of a 30 ms lease.
     fn default() -> Self {
-        Self {
-            lease: Duration::from_millis(30),
-            renew_every: Duration::from_millis(5),
-            holder_margin: Duration::from_millis(10),
-            claim_margin: Duration::from_millis(5),
-            claim_timeout: Duration::from_millis(30),
-        }
+        Self::for_lease(Duration::from_millis(30))
     }
 }
 
@@ -218,10 +238,27 @@ impl VipOwnership {
         self.remote.as_ref().map(|r| r.holder.as_str())
     }
 
-    /// True when this node would claim at this tick unless the address answers: the
+    /// True when this node would claim within `probe_lead` unless the address answers: the
     /// caller then probes the address and reports it as [`VipView::address_answers`].
     pub fn wants_probe(&self, now: Instant, view: &VipView<'_>) -> bool {
-        self.role == Role::Follower && self.should_claim(now, view, view.alive.len() >= view.quorum)
+        let soon = now + self.timing.probe_lead;
+        self.role == Role::Follower
+            && self.should_claim(soon, view, view.alive.len() >= view.quorum)
+    }
+
+    /// When the lease this node knows of ends for a claim (`until + claim_margin`), while
+    /// it follows one: the caller ticks right then instead of at the next interval.
+    pub fn claim_possible_at(&self) -> Option<Instant> {
+        let r = self
+            .remote
+            .as_ref()
+            .filter(|_| self.role == Role::Follower)?;
+        Some(r.until + self.timing.claim_margin)
+    }
+
+    /// True while this node claims the address (waits for a quorum of acks).
+    pub fn is_claiming(&self) -> bool {
+        matches!(self.role, Role::Claiming { .. })
     }
 
     /// Advances the protocol; call every `renew_every`.

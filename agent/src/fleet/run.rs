@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
@@ -21,14 +22,11 @@ use super::metrics as m;
 use super::policy::{GatewayAction, GatewayState, MemberView, PlacementConfig, PlacementPolicy};
 use super::status::{self, FleetStatus, MemberStatus, VipStatus};
 use super::supervisor::{GatewaySpec, Supervisor, SupervisorConfig};
+use super::vip_probe::{ProbeResult, VipProbes};
 use super::{rendezvous, vip};
 
 /// Longest time between two broadcasts of an unchanged node state.
 const STATE_REFRESH: Duration = Duration::from_secs(2);
-/// How long a VIP probe may take (it delays a takeover after a link cut by this much).
-const PROBE_TIMEOUT: Duration = Duration::from_millis(20);
-/// How long a VIP that answered a probe counts as served without probing again.
-const PROBE_TRUSTED: Duration = Duration::from_millis(100);
 
 /// `meshedge fleet` / the agent's fleet role: the flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -79,8 +77,9 @@ struct Fleet {
     spec: GatewaySpec,
     placement: PlacementPolicy,
     vips: Vec<(VipConfig, VipOwnership)>,
-    /// When each VIP last answered a probe.
-    vip_served: Vec<Option<Instant>>,
+    /// Probes of the VIPs before a claim.
+    probes: VipProbes,
+    probe_results: mpsc::UnboundedReceiver<ProbeResult>,
     peers: HashMap<String, Peer>,
     advertiser: Option<Advertiser>,
     advertised: bool,
@@ -151,19 +150,22 @@ impl Fleet {
                     &name,
                     v.zone.as_deref(),
                     &config.node,
-                    LeaseTiming::default(),
+                    LeaseTiming::for_lease(config.vip_lease),
                 );
                 (v.clone(), own)
             })
             .collect();
         let advertiser = config.dns.as_ref().map(Advertiser::try_new).transpose()?;
+        let timing = LeaseTiming::for_lease(config.vip_lease);
+        let (probes, probe_results) = VipProbes::new(config.vip.len(), timing.probe_timeout);
         Ok(Self {
             supervisor: Supervisor::spawn(SupervisorConfig {
                 fence: config.vip.iter().any(|v| v.fence),
                 ..SupervisorConfig::default()
             }),
             fence: None,
-            vip_served: vec![None; config.vip.len()],
+            probes,
+            probe_results,
             config,
             membership,
             spec,
@@ -184,18 +186,28 @@ impl Fleet {
         tokio::pin!(shutdown);
         let mut status = self.supervisor.status();
         let mut policy = interval(Duration::from_millis(100));
-        let mut lease = interval(LeaseTiming::default().renew_every);
+        let mut lease = interval(LeaseTiming::for_lease(self.config.vip_lease).renew_every);
         let mut state = interval(Duration::from_millis(200));
         let mut announce = interval(Duration::from_secs(1));
         for t in [&mut policy, &mut lease, &mut state, &mut announce] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         loop {
+            let claim_at = self.next_claim_moment();
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = sleep_until(claim_at) => self.on_lease().await,
                 event = self.membership.next() => self.on_event(event).await,
                 _ = policy.tick() => self.on_policy(),
                 _ = lease.tick(), if !self.vips.is_empty() => self.on_lease().await,
+                Some(result) = self.probe_results.recv() => {
+                    let i = result.0;
+                    self.probes.record(result);
+                    if !self.vips[i].1.is_holder() {
+                        let alive = self.candidates();
+                        self.tick_vip(i, &alive).await;
+                    }
+                }
                 _ = state.tick() => {
                     self.broadcast_state();
                     self.write_status();
@@ -247,6 +259,11 @@ impl Fleet {
                 FleetMessage::Ack { vip, seq } => {
                     if let Some(i) = self.vip_index(&vip) {
                         self.vips[i].1.on_ack(&from, seq);
+                        if self.vips[i].1.is_claiming() {
+                            // Claim as soon as a quorum acked, not at the next tick.
+                            let alive = self.candidates();
+                            self.tick_vip(i, &alive).await;
+                        }
                     }
                 }
                 FleetMessage::Release { vip } => {
@@ -479,53 +496,63 @@ impl Fleet {
         }
     }
 
-    async fn on_lease(&mut self) {
-        let alive: Vec<Candidate> = self
-            .view()
+    /// The next moment a lease this node follows ends, if it is still ahead.
+    fn next_claim_moment(&self) -> Option<Instant> {
+        let now = std::time::Instant::now();
+        self.vips
+            .iter()
+            .filter_map(|(_, own)| own.claim_possible_at())
+            .filter(|at| *at > now)
+            .min()
+            .map(Instant::from_std)
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.view()
             .into_iter()
             .map(|v| Candidate {
                 node: v.node,
                 zone: v.zone,
                 gateway_ready: v.gateway == GatewayState::Ready,
             })
-            .collect();
+            .collect()
+    }
+
+    async fn on_lease(&mut self) {
+        let alive = self.candidates();
         for i in 0..self.vips.len() {
-            let now = Instant::now().into_std();
-            let mut view = VipView {
-                alive: &alive,
-                quorum: self.config.quorum(),
-                gateway_ready: self.gateway == GatewayState::Ready,
-                address_answers: false,
-            };
-            if self.vips[i].1.wants_probe(now, &view) {
-                view.address_answers = self.vip_serves(i).await;
-            }
-            let tick = self.vips[i].1.tick(Instant::now().into_std(), &view);
-            match tick.action {
-                VipAction::Claim => self.claim(i).await,
-                VipAction::Release => self.release(i).await,
-                VipAction::None => {}
-            }
-            if let Some(hb) = tick.heartbeat {
-                let vip = self.vips[i].1.vip().to_owned();
-                let (seq, claiming) = (hb.seq, hb.claiming);
-                self.membership
-                    .broadcast(&FleetMessage::Lease { vip, seq, claiming });
-            }
+            self.tick_vip(i, &alive).await;
         }
     }
 
-    /// Whether the VIP serves (probed; a positive answer is trusted for
-    /// [`PROBE_TRUSTED`], a negative one never).
-    async fn vip_serves(&mut self, i: usize) -> bool {
-        if self.vip_served[i].is_some_and(|at| at.elapsed() < PROBE_TRUSTED) {
-            return true;
+    /// One lease step of VIP `i`: probe when a claim comes near, act, send the heartbeat.
+    async fn tick_vip(&mut self, i: usize, alive: &[Candidate]) {
+        let now = Instant::now().into_std();
+        let mut view = VipView {
+            alive,
+            quorum: self.config.quorum(),
+            gateway_ready: self.gateway == GatewayState::Ready,
+            address_answers: true,
+        };
+        if self.vips[i].1.wants_probe(now, &view) {
+            let cfg = &self.vips[i].0;
+            let port = cfg.probe_port.unwrap_or(self.config.gateway.serve.port());
+            self.probes
+                .start(i, SocketAddr::new(cfg.address, port), now);
         }
-        let cfg = &self.vips[i].0;
-        let port = cfg.probe_port.unwrap_or(self.config.gateway.serve.port());
-        let serves = vip::address_serves(SocketAddr::new(cfg.address, port), PROBE_TIMEOUT).await;
-        self.vip_served[i] = serves.then(Instant::now);
-        serves
+        view.address_answers = self.probes.answers(i, now);
+        let tick = self.vips[i].1.tick(now, &view);
+        match tick.action {
+            VipAction::Claim => self.claim(i).await,
+            VipAction::Release => self.release(i).await,
+            VipAction::None => {}
+        }
+        if let Some(hb) = tick.heartbeat {
+            let vip = self.vips[i].1.vip().to_owned();
+            let (seq, claiming) = (hb.seq, hb.claiming);
+            self.membership
+                .broadcast(&FleetMessage::Lease { vip, seq, claiming });
+        }
     }
 
     async fn claim(&mut self, i: usize) {
@@ -563,5 +590,12 @@ impl Fleet {
 
     fn vip_index(&self, vip: &str) -> Option<usize> {
         self.vips.iter().position(|(_, o)| o.vip() == vip)
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

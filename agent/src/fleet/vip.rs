@@ -130,14 +130,17 @@ pub(super) async fn ip_output(args: &[&str]) -> Result<String, VipError> {
 const PROBE_BYTES: &[u8] = b"\x15\x03\x03\x00\x02\x02\x32\r\n\r\n";
 
 /// Whether a process serves on `target`: it accepts a connection and reacts to
-/// [`PROBE_BYTES`] (any answer or a close) within `timeout`.
+/// [`PROBE_BYTES`] (an answer, a close or a reset) within `timeout`. A refused or
+/// unanswered connection, or silence after it, means nothing serves.
 pub async fn address_serves(target: std::net::SocketAddr, timeout: std::time::Duration) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(target).await?;
-        stream.write_all(PROBE_BYTES).await?;
-        let mut buf = [0u8; 64];
-        stream.read(&mut buf).await
+        if stream.write_all(PROBE_BYTES).await.is_ok() {
+            let mut buf = [0u8; 64];
+            let _ = stream.read(&mut buf).await;
+        }
+        Ok::<(), std::io::Error>(())
     };
-    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Ok(_)))
+    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Ok(())))
 }
