@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # VIP failover: meshedge fleet agents against keepalived 2.2.7 (defaults, and VRRPv3 with
-# advert_int 0.01), the same three faults on the holder (link cut, processes killed, VIP
-# daemon hung) under a 200 req/s open-loop client. Needs root (network namespaces),
-# keepalived, nginx, arping. See scripts/vip_bench.py for the lab and the figures.
+# advert_int 0.01): four faults on the holder (link cut, processes killed, VIP daemon hung,
+# gateway alone killed) under a 200 req/s open-loop client. Needs root (network
+# namespaces), keepalived, nginx, arping. See scripts/vip_bench.py for the lab and figures.
 #   scripts/bench-vip.sh [SYSTEMS] [FAULTS] [ROUNDS=3]
 #   e.g. scripts/bench-vip.sh meshedge link-cut,killed
 set -euo pipefail
@@ -20,5 +20,5 @@ mkdir -p "$out"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 python3 scripts/vip_bench.py "$PWD/target/release/meshedge" "$PWD/deploy/netns/fleet-lab.sh" \
   "$out/$stamp.json" "${1:-keepalived-default,keepalived-fast,meshedge,meshedge-18ms}" \
-  "${2:-link-cut,killed,hung}" "${3:-3}"
+  "${2:-link-cut,killed,hung,gateway-killed}" "${3:-3}"
 echo "raw figures: $out/$stamp.json"

@@ -10,14 +10,17 @@ its node's name. Systems:
                       (vip_lease 30ms); `meshedge-18ms` sets vip_lease = "18ms"
 Faults, applied to the node holding the VIP while the open-loop client runs (200 req/s, a
 new connection per request, 100 ms timeout):
-  link-cut   its veth goes down, then up again
-  killed     kill -9 of its VIP daemon (keepalived / agent) and nginx, then both restarted
-  hung       SIGSTOP of its VIP daemon, then SIGCONT; nginx keeps serving
+  link-cut        its veth goes down, then up again
+  killed          kill -9 of its VIP daemon (keepalived / agent) and nginx, then both restarted
+  hung            SIGSTOP of its VIP daemon, then SIGCONT; nginx keeps serving
+  gateway-killed  kill -9 of nginx alone (the meshedge agent restarts it; keepalived has no
+                  supervisor, so the bench restarts nginx at the end of the fault)
 Holders are read from `ip -ts monitor address` in every node namespace (kernel events,
 microsecond timestamps); requests from the client's own record.
 Prints a table and writes the raw figures as JSON.
 
     python3 vip_bench.py MESHEDGE_BIN LAB_SCRIPT OUT_JSON [SYSTEMS] [FAULTS] [ROUNDS]
+    python3 vip_bench.py --table OUT_JSON      (the table again, from a run's JSON)
 """
 
 import json
@@ -287,15 +290,23 @@ def run_scenario(system, fault, holders):
         system.daemons[old].wait()
         if isinstance(system, Keepalived):
             system.nginx[old].wait()
+    elif fault == "gateway-killed":
+        signal_all(system.gateway_pids(old), signal.SIGKILL)
+        if isinstance(system, Keepalived):
+            system.nginx[old].wait()
     else:
         stopped = system.daemon_pids(old)
         signal_all(stopped, signal.SIGSTOP)
+    ready_again = ready_watch(old, fault_at, DURING) if fault == "gateway-killed" else None
     time.sleep(DURING)
     restore_at = time.time()
     if fault == "link-cut":
         lab("heal", old)
     elif fault == "killed":
         system.start_node(old)
+    elif fault == "gateway-killed":
+        if isinstance(system, Keepalived):
+            system.nginx[old] = start_nginx(old)
     else:
         signal_all(stopped, signal.SIGCONT)
     requests = json.loads(client.communicate()[0])["requests"]
@@ -317,12 +328,31 @@ def run_scenario(system, fault, holders):
         "holder_at_restore": sorted(held_at_restore), "holder_at_end": sorted(held_end),
         "failback_failed": sum(1 for r in after if not r[1]),
         "moved_on_restore": sorted(held_at_restore) != sorted(held_end),
+        "gateway_ready_again_s": ready_again[0] if ready_again else None,
     }
     system.stop()
     with holders.lock:
         holders.events.clear()
     time.sleep(0.5)
     return result
+
+
+def ready_watch(node, since, span):
+    """Polls the node's gateway readiness for `span` s from a thread; the returned list gets
+    the seconds from `since` to the first ready answer."""
+    found = []
+
+    def poll():
+        while time.time() < since + span and not found:
+            out = subprocess.run(["ip", "netns", "exec", ns(node), "curl", "-s", "-m", "0.2",
+                                  "http://127.0.0.1:8081/ready"],
+                                 capture_output=True, text=True).stdout
+            if out.strip() == "ok" and time.time() < since + span:
+                found.append(time.time() - since)
+            time.sleep(0.01)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return found
 
 
 def serves(held):
@@ -332,12 +362,22 @@ def serves(held):
     return out.strip() == f"n{i}"
 
 
+def ready_text(fault, values):
+    if fault != "gateway-killed":
+        return "-"
+    if any(v is None for v in values):
+        return f"not restarted in {sum(v is None for v in values)} of {len(values)}"
+    values = sorted(values)
+    return f"{values[len(values) // 2] * 1000:.0f} ms [{values[0] * 1000:.0f}-{values[-1] * 1000:.0f}]"
+
+
 def table(results):
     """One row per system and fault: median [min-max] over the rounds; worst case for the
     holder spans; failback failures summed over the rounds."""
     rows = ["| system | fault | rounds | VIP serves from a survivor after | failed requests | "
-            "no holder (max) | two holders (max) | failback: failed requests | moved back |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "no holder (max) | two holders (max) | failback: failed requests | moved back | "
+            "gateway ready again |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for r in results:
         groups.setdefault((r["system"], r["fault"]), []).append(r)
@@ -363,7 +403,8 @@ def table(results):
             f"{max(r['no_holder_s'] for r in runs) * 1000:.0f} ms | "
             f"{max(r['two_holders_s'] for r in runs) * 1000:.0f} ms | "
             f"{sum(r['failback_failed'] for r in runs)} | "
-            f"{sum(r['moved_on_restore'] for r in runs)} of {len(runs)} |")
+            f"{sum(r['moved_on_restore'] for r in runs)} of {len(runs)} | "
+            f"{ready_text(fault, [r.get('gateway_ready_again_s') for r in runs])} |")
     return "\n".join(rows)
 
 
@@ -402,4 +443,8 @@ def main():
     print(table(results))
 
 
-main()
+if len(sys.argv) == 3 and sys.argv[1] == "--table":
+    with open(sys.argv[2]) as f:
+        print(table(json.load(f)))
+else:
+    main()

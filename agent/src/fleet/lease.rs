@@ -36,8 +36,8 @@
 //!   kernel removes the moment the gateway process exits. Killing a node's processes
 //!   therefore removes the address before any lease can expire: a survivor's claim never
 //!   meets the old address still configured.
-//! - Pause: a holder whose process did not run for longer than a lease (SIGSTOP, a stall)
-//!   does not drop an address its gateway kept serving: it asks a quorum to confirm it
+//! - Pause: a holder whose process did not run for two heartbeats (SIGSTOP, a CPU stall)
+//!   and whose lease lapsed meanwhile does not drop an address its gateway kept serving: it asks a quorum to confirm it
 //!   (claim heartbeats for up to `claim_timeout`) and releases only if none does or a
 //!   renewing holder exists. Survivors could not have claimed meanwhile, since the address
 //!   answered their probes.
@@ -198,6 +198,8 @@ pub struct VipOwnership {
     acked: BTreeMap<String, Instant>,
     remote: Option<RemoteLease>,
     last_tick: Option<Instant>,
+    /// When the last holder said it released the address.
+    released_at: Option<Instant>,
 }
 
 // === impl VipOwnership ===
@@ -217,6 +219,7 @@ impl VipOwnership {
             acked: BTreeMap::new(),
             remote: None,
             last_tick: None,
+            released_at: None,
         }
     }
 
@@ -243,6 +246,7 @@ impl VipOwnership {
     pub fn wants_probe(&self, now: Instant, view: &VipView<'_>) -> bool {
         let soon = now + self.timing.probe_lead;
         self.role == Role::Follower
+            && !self.just_released(now)
             && self.should_claim(soon, view, view.alive.len() >= view.quorum)
     }
 
@@ -264,9 +268,11 @@ impl VipOwnership {
     /// Advances the protocol; call every `renew_every`.
     pub fn tick(&mut self, now: Instant, view: &VipView<'_>) -> Tick {
         let quorate = view.alive.len() >= view.quorum;
+        // This process did not run for two heartbeats: a lease that lapsed meanwhile lapsed
+        // for want of heartbeats this node did not send, not for want of acks.
         let paused = self
             .last_tick
-            .is_some_and(|t| now.saturating_duration_since(t) > self.timing.lease);
+            .is_some_and(|t| now.saturating_duration_since(t) > 2 * self.timing.renew_every);
         self.last_tick = Some(now);
         match self.role {
             Role::Holder { .. } => {
@@ -322,7 +328,8 @@ impl VipOwnership {
                 self.action(VipAction::None, Some(hb))
             }
             Role::Follower => {
-                if view.address_answers || !self.should_claim(now, view, quorate) {
+                let answers = view.address_answers && !self.just_released(now);
+                if answers || !self.should_claim(now, view, quorate) {
                     return self.action(VipAction::None, None);
                 }
                 self.role = Role::Claiming { since: now };
@@ -390,10 +397,12 @@ impl VipOwnership {
         }
     }
 
-    /// Handles a release from `from`: its lease ends now.
-    pub fn on_release(&mut self, from: &str) {
+    /// Handles a release from `from`: its lease ends now, and since a holder removes the
+    /// address before it says so, a claim within the next lease needs no probe.
+    pub fn on_release(&mut self, now: Instant, from: &str) {
         if self.remote.as_ref().is_some_and(|r| r.holder == from) {
             self.remote = None;
+            self.released_at = Some(now);
         }
     }
 
@@ -406,6 +415,11 @@ impl VipOwnership {
     }
 
     // === private ===
+
+    fn just_released(&self, now: Instant) -> bool {
+        self.released_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.timing.lease)
+    }
 
     fn should_claim(&self, now: Instant, view: &VipView<'_>, quorate: bool) -> bool {
         if !view.gateway_ready || !quorate {

@@ -268,7 +268,7 @@ impl Fleet {
                 }
                 FleetMessage::Release { vip } => {
                     if let Some(i) = self.vip_index(&vip) {
-                        self.vips[i].1.on_release(&from);
+                        self.vips[i].1.on_release(now, &from);
                     }
                 }
             },

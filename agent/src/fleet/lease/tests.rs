@@ -114,7 +114,7 @@ impl Sim {
                 }
                 Msg::Release(from, to) if !self.cut[to] => {
                     let name = self.names[from].clone();
-                    self.nodes[to].on_release(&name)
+                    self.nodes[to].on_release(now, &name)
                 }
                 _ => {}
             }
