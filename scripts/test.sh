@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl curl:curl promtool:prometheus dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2 nft:nftables; do
+for pair in openssl:openssl curl:curl promtool:prometheus dig:bind9-dnsutils named:bind9 dnsmasq:dnsmasq ip:iproute2 nft:nftables arping:iputils-arping; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done
@@ -23,6 +23,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The fleet's VIP fence is a TUN device (tests/fleet_vip_netns.rs): some containers lack
+# the device node although the kernel has the driver.
+if [ ! -c /dev/net/tun ]; then
+  mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 600 /dev/net/tun || true
 fi
 # The HTTP/3 process test uses aioquic's client (tests/h3_client.py).
 python3 -c 'import aioquic' >/dev/null 2>&1 || {

@@ -54,12 +54,19 @@ pub fn parse_traceparent(v: &HeaderValue) -> Option<(&str, &str)> {
     ok.then_some((trace, flags))
 }
 
-fn random_hex(rng: &mut impl Rng, bytes: usize) -> String {
-    let mut s = String::with_capacity(bytes * 2);
+/// Appends `bytes` random bytes as lowercase hex.
+fn push_random_hex(out: &mut String, rng: &mut impl Rng, bytes: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for _ in 0..bytes {
-        s.push_str(&format!("{:02x}", rng.random::<u8>()));
+        let b: u8 = rng.random();
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    s
+}
+
+/// A header value that takes `text` over without copying it.
+fn owned_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).expect("hex is a valid header value")
 }
 
 /// Removes hop-by-hop headers: `connection` and the names it lists, `transfer-encoding`,
@@ -97,7 +104,11 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     strip_hop_by_hop(headers);
     let request_id = match headers.get(X_REQUEST_ID) {
         Some(v) if is_valid_request_id(v) => v.clone(),
-        _ => HeaderValue::from_str(&random_hex(rng, 16)).expect("hex is a valid header value"),
+        _ => {
+            let mut id = String::with_capacity(32);
+            push_random_hex(&mut id, rng, 16);
+            owned_value(id)
+        }
     };
     headers.insert(X_REQUEST_ID, request_id.clone());
 
@@ -111,15 +122,24 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 
-    let parent = random_hex(rng, 8);
-    let tp = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
-        Some((trace, flags)) => format!("00-{trace}-{parent}-{flags}"),
-        None => format!("00-{}-{parent}-00", random_hex(rng, 16)),
+    let mut tp = String::with_capacity(55);
+    tp.push_str("00-");
+    let flags = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
+        Some((trace, flags)) => {
+            tp.push_str(trace);
+            flags
+        }
+        None => {
+            push_random_hex(&mut tp, rng, 16);
+            "00"
+        }
     };
-    headers.insert(
-        TRACEPARENT,
-        HeaderValue::from_str(&tp).expect("hex is a valid header value"),
-    );
+    tp.push('-');
+    push_random_hex(&mut tp, rng, 8);
+    tp.push('-');
+    tp.push_str(flags);
+    let tp = owned_value(tp);
+    headers.insert(TRACEPARENT, tp);
     request_id
 }
 
