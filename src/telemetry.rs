@@ -1,6 +1,7 @@
 //! Logging (tracing, `RUST_LOG`) and the Prometheus recorder shared by every subcommand.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -18,13 +19,27 @@ pub fn init_tracing() {
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder once and returns a renderer.
+/// How often recorded histogram samples are folded into their summaries.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder once and returns a renderer. A thread folds
+/// histogram samples into their summaries every [`UPKEEP_EVERY`]; without it samples pile up
+/// between scrapes (memory that grows with traffic when nobody scrapes).
 pub fn prometheus() -> Arc<dyn Fn() -> String + Send + Sync> {
     let handle = HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                })
+                .expect("spawning the metrics upkeep thread");
+            handle
         })
         .clone();
     Arc::new(move || handle.render())

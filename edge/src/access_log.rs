@@ -90,6 +90,11 @@ impl AccessLog {
         Ok(Self { dispatch })
     }
 
+    /// Whether lines are written at all (the request path skips building them otherwise).
+    pub fn enabled(&self) -> bool {
+        self.dispatch.is_some()
+    }
+
     /// Writes one line.
     pub fn write(&self, e: &AccessEntry) {
         let Some(d) = &self.dispatch else { return };

@@ -11,12 +11,13 @@ mod probe;
 mod status;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use metrics::Gauge;
 use tokio::time::Instant;
 
 use crate::config::ClusterConfig;
@@ -87,6 +88,7 @@ pub struct Pick {
     decision: Decision,
     started: Instant,
     reported: bool,
+    in_flight: Gauge,
 }
 
 impl Pick {
@@ -115,8 +117,7 @@ impl Pick {
         let latency = now.saturating_duration_since(self.started);
         self.state.finish(outcome.is_5xx());
         lock(&self.policy).report(now, EndpointId(self.address()), latency, outcome);
-        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.cluster.to_string())
-            .decrement(1.0);
+        self.in_flight.decrement(1.0);
         if outcome.is_5xx() {
             metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => self.cluster.to_string(), "reason" => outcome.label())
                 .increment(1);
@@ -166,6 +167,8 @@ struct Shared {
     table: ArcSwap<EndpointTable>,
     policy: Arc<Mutex<ClusterPolicy>>,
     client: UpstreamClient,
+    /// `meshedge_edge_upstream_in_flight` for this cluster, registered on first use.
+    in_flight: OnceLock<Gauge>,
 }
 
 impl Shared {
@@ -260,6 +263,7 @@ impl Cluster {
             }),
             policy: Arc::new(Mutex::new(policy)),
             client,
+            in_flight: OnceLock::new(),
         });
         shared
             .client
@@ -318,9 +322,16 @@ impl Cluster {
             return Err(no_endpoint());
         };
         state.start();
-        metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.shared.name.to_string())
-            .increment(1.0);
+        let in_flight = self
+            .shared
+            .in_flight
+            .get_or_init(|| {
+                metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.shared.name.to_string())
+            })
+            .clone();
+        in_flight.increment(1.0);
         Ok(Pick {
+            in_flight,
             state: state.clone(),
             policy: self.shared.policy.clone(),
             cluster: self.shared.name.clone(),

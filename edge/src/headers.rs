@@ -17,13 +17,13 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Headers that concern one connection only and are never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 6] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "http2-settings",
+const HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TRAILER,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// True for an `x-request-id` worth keeping: 1-128 visible ASCII characters.
@@ -72,20 +72,22 @@ fn owned_value(text: String) -> HeaderValue {
 /// Removes hop-by-hop headers: `connection` and the names it lists, `transfer-encoding`,
 /// `upgrade`, `te` unless it is exactly `trailers`, and the fixed list above.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
     }
-    headers.remove(CONNECTION);
     headers.remove(TRANSFER_ENCODING);
     headers.remove(UPGRADE);
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     let te_trailers = headers

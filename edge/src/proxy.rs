@@ -4,6 +4,7 @@
 mod attempt;
 mod body;
 mod limit;
+mod request_metrics;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::route::{normalize_host, RequestInfo};
 use crate::upstream::BoxError;
 use attempt::{Answer, Head, ReqBody};
 use limit::RouteLimits;
+use request_metrics::RequestMetrics;
 
 /// Request bodies up to this size (by `content-length`) are read before the first try so
 /// that a failed try can be replayed; larger or streamed bodies get one try.
@@ -63,6 +65,7 @@ pub struct Proxy {
     runtime: Arc<ArcSwap<Runtime>>,
     alt_svc: Option<HeaderValue>,
     limits: RouteLimits,
+    request_metrics: RequestMetrics,
 }
 
 /// The `x-meshedge-error` header: why the gateway answered a request itself.
@@ -75,6 +78,7 @@ impl Proxy {
             runtime,
             alt_svc,
             limits: RouteLimits::default(),
+            request_metrics: RequestMetrics::default(),
         }
     }
 
@@ -119,28 +123,34 @@ impl Proxy {
             })
             .unwrap_or_default();
         let host = normalize_host(&host_raw);
+        // The text fields only serve the access log: not built when it is off.
+        let logging = rt.access_log.enabled();
         let mut entry = AccessEntry {
             client: Some(conn.client),
             protocol: conn.protocol,
-            method: parts.method.to_string(),
-            host: host.clone(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
             request_bytes: parts
                 .headers
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok()),
             ..Default::default()
         };
+        if logging {
+            entry.method = parts.method.to_string();
+            entry.host = host.clone();
+            entry.path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+        }
         let (request_id, roll) = {
             let mut rng = rand::rng();
             let id = headers::prepare_request(&mut parts.headers, conn.client.ip(), &mut rng);
             (id, rng.random::<u32>())
         };
-        entry.request_id = request_id.to_str().unwrap_or_default().to_owned();
+        if logging {
+            entry.request_id = request_id.to_str().unwrap_or_default().to_owned();
+        }
         let info = RequestInfo {
             host: &host,
             path: parts.uri.path(),
@@ -274,18 +284,25 @@ impl Proxy {
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
         let answer = attempt::run(cluster, head, body, started + timeout, &over_limit).await;
         entry.upstream_duration = Some(started.elapsed());
+        let upstream = |addr: SocketAddr| {
+            if logging {
+                addr.to_string()
+            } else {
+                String::new()
+            }
+        };
         match answer {
             Answer::Upstream(resp, addr) => {
-                entry.upstream = addr.to_string();
+                entry.upstream = upstream(addr);
                 self.forward(&rt, entry, started, resp, &request_id)
             }
             Answer::CircuitOpen(open, addr) => {
-                entry.upstream = addr.to_string();
+                entry.upstream = upstream(addr);
                 self.circuit_open(&rt, entry, started, open, &request_id)
             }
             Answer::Local(status, reason, addr) => {
                 if let Some(addr) = addr {
-                    entry.upstream = addr.to_string();
+                    entry.upstream = upstream(addr);
                 }
                 if reason == "body_too_large" {
                     metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
@@ -297,6 +314,16 @@ impl Proxy {
                 self.local(&rt, entry, started, status, reason, &request_id)
             }
         }
+    }
+
+    fn count(&self, entry: &AccessEntry, started: Instant) {
+        self.request_metrics.record(
+            &entry.route,
+            &entry.cluster,
+            entry.status,
+            entry.protocol,
+            started.elapsed(),
+        );
     }
 
     fn forward(
@@ -312,7 +339,7 @@ impl Proxy {
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         parts.version = http::Version::default();
         entry.status = parts.status.as_u16();
-        count(&entry, started);
+        self.count(&entry, started);
         Response::from_parts(
             parts,
             body::logged(body, entry, rt.access_log.clone(), started),
@@ -354,7 +381,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         entry.status = status.as_u16();
         entry.error = reason;
-        count(&entry, started);
+        self.count(&entry, started);
         let text = format!("{} {}\n", status.as_u16(), reason.replace('_', " "));
         let mut resp = Response::new(body::logged(
             http_body_util::Full::new(Bytes::from(text)),
@@ -372,21 +399,4 @@ impl Proxy {
         );
         resp
     }
-}
-
-fn count(entry: &AccessEntry, started: Instant) {
-    metrics::counter!(
-        m::REQUESTS_TOTAL,
-        "route" => entry.route.clone(),
-        "cluster" => entry.cluster.clone(),
-        "status" => entry.status.to_string(),
-        "protocol" => entry.protocol,
-    )
-    .increment(1);
-    metrics::histogram!(
-        m::REQUEST_DURATION_SECONDS,
-        "route" => entry.route.clone(),
-        "cluster" => entry.cluster.clone(),
-    )
-    .record(started.elapsed().as_secs_f64());
 }

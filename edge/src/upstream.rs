@@ -221,9 +221,22 @@ pub fn client_tls(
     Ok(Arc::new(cfg))
 }
 
-/// Opens mTLS connections for hyper-util's pool.
+/// Opens mTLS connections for hyper-util's pool. Cloned on every request by the pool, so
+/// it is one reference-counted pointer.
 #[derive(Clone)]
-pub struct MtlsConnector {
+pub struct MtlsConnector(Arc<ConnectorSettings>);
+
+impl std::ops::Deref for MtlsConnector {
+    type Target = ConnectorSettings;
+
+    fn deref(&self) -> &ConnectorSettings {
+        &self.0
+    }
+}
+
+/// What an [`MtlsConnector`] connects with.
+#[derive(Clone)]
+pub struct ConnectorSettings {
     cluster: Arc<str>,
     tls: TlsConnector,
     svid: Arc<ClientCertResolver>,
@@ -450,7 +463,7 @@ impl UpstreamClient {
         tls: Arc<rustls::ClientConfig>,
         svid: Arc<ClientCertResolver>,
     ) -> Self {
-        let connector = MtlsConnector {
+        let connector = MtlsConnector(Arc::new(ConnectorSettings {
             cluster: cluster.name.as_str().into(),
             tls: TlsConnector::from(tls),
             svid: svid.clone(),
@@ -464,7 +477,7 @@ impl UpstreamClient {
                 })
                 .and_then(|s| ServerName::try_from(s.to_owned()).ok()),
             connect_timeout: cluster.connect_timeout,
-        };
+        }));
         let pool = PoolSettings {
             idle_timeout: cluster.pool_idle_timeout,
             max_idle_per_endpoint: cluster.pool_max_idle_per_endpoint,
@@ -485,11 +498,11 @@ impl UpstreamClient {
 
     /// The client whose pool belongs to the current SVID, started on first use after a
     /// rotation.
-    fn client(&self) -> Client<MtlsConnector, UpstreamBody> {
+    fn client(&self) -> Arc<SvidPool> {
         let generation = self.svid.generation();
-        let current = self.current.load();
+        let current = self.current.load_full();
         if current.generation >= generation {
-            return current.client.clone();
+            return current;
         }
         tracing::debug!(cluster = %self.connector.cluster, generation, "SVID rotated: new upstream pool");
         let fresh = Arc::new(SvidPool {
@@ -503,7 +516,7 @@ impl UpstreamClient {
                 fresh.clone()
             }
         });
-        self.current.load().client.clone()
+        self.current.load_full()
     }
 
     /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.
@@ -528,10 +541,10 @@ impl UpstreamClient {
             .build()
             .map_err(|e| (None, e.to_string()))?;
         // A diagnostic connection: outside the breaker's connection limits.
-        let unlimited = MtlsConnector {
+        let unlimited = MtlsConnector(Arc::new(ConnectorSettings {
             breaker: Arc::new(OnceLock::new()),
-            ..self.connector.clone()
-        };
+            ..(*self.connector.0).clone()
+        }));
         match unlimited.connect(uri).await {
             Ok(conn) => {
                 let session = conn.io.inner().get_ref().1;
@@ -563,21 +576,17 @@ impl UpstreamClient {
         addr: SocketAddr,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        *req.uri_mut() = Uri::builder()
-            .scheme("https")
-            .authority(addr.to_string())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| UpstreamError {
-                addr,
-                kind: FailureKind::Protocol,
-                source: e.into(),
-            })?;
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(authority(addr));
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError {
+            addr,
+            kind: FailureKind::Protocol,
+            source: e.into(),
+        })?;
         *req.version_mut() = http::Version::HTTP_11;
         if let Some(not_after) = self.own_svid_expired() {
             return Err(UpstreamError {
@@ -586,7 +595,7 @@ impl UpstreamClient {
                 source: ConnectError::OwnSvidExpired { addr, not_after }.into(),
             });
         }
-        self.client().request(req).await.map_err(|e| {
+        self.client().client.request(req).await.map_err(|e| {
             let kind =
                 find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
             UpstreamError {
@@ -621,4 +630,10 @@ fn error_chain(e: &dyn StdError) -> String {
         cur = c.source();
     }
     out
+}
+
+/// `addr` as a URI authority (`[v6]:port` for IPv6).
+fn authority(addr: SocketAddr) -> http::uri::Authority {
+    http::uri::Authority::from_maybe_shared(Bytes::from(addr.to_string()))
+        .expect("a socket address is a valid authority")
 }

@@ -52,7 +52,9 @@ pub struct HeadDeadline<S> {
     inner: S,
     timeout: Option<Duration>,
     in_flight: InFlight,
+    /// Allocated on the first wait, then re-armed (`reset`) for every request head.
     sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     partial: bool,
 }
 
@@ -64,6 +66,7 @@ impl<S> HeadDeadline<S> {
             timeout,
             in_flight,
             sleep: None,
+            armed: false,
             partial: false,
         }
     }
@@ -80,11 +83,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         if !this.in_flight.is_idle() {
-            this.sleep = None;
+            this.armed = false;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if this.sleep.is_none() {
-            this.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
+        if !this.armed {
+            let at = tokio::time::Instant::now() + timeout;
+            match this.sleep.as_mut() {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            this.armed = true;
             this.partial = false;
         }
         let before = buf.filled().len();
@@ -104,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
         if !expired {
             return Poll::Pending;
         }
-        this.sleep = None;
+        this.armed = false;
         if this.partial {
             metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "header_timeout").increment(1);
             tracing::debug!("request head not complete in time: 408");

@@ -207,16 +207,17 @@ async fn race(
     tried: &mut Vec<SocketAddr>,
     over_limit: &Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
-    let mut a = Box::pin(one(
+    let a = one(
         cluster.clone(),
         first,
         request(head, body),
         per_try,
         over_limit.clone(),
-    ));
+    );
     let Some(delay) = hedge else {
         return a.await;
     };
+    let mut a = Box::pin(a);
     tokio::select! {
         r = &mut a => return r,
         () = tokio::time::sleep(delay) => {}

@@ -24,12 +24,15 @@ pub fn full(text: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
-/// Wraps `inner`, logging `entry` when it ends.
+/// Wraps `inner`, logging `entry` when it ends (`inner` as it is when the log is off).
 pub fn logged<B>(inner: B, entry: AccessEntry, log: Arc<AccessLog>, started: Instant) -> ProxyBody
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    if !log.enabled() {
+        return inner.map_err(Into::into).boxed_unsync();
+    }
     LoggedBody {
         inner,
         pending: Some((entry, log, started)),

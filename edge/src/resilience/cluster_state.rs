@@ -41,13 +41,15 @@
 //! [`snapshot`]: ClusterPolicy::snapshot
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::Counter;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::time::Instant;
 
-use super::balance::{Balancer, EndpointSpec, Pick};
+use super::balance::{Balancer, EndpointSpec, Pick, PickReason};
 use super::breaker::{CircuitBreaker, CircuitOpen, Resource};
 use super::config::ClusterResilience;
 use super::health::probe::CheckReport;
@@ -84,7 +86,13 @@ pub struct ClusterPolicy {
     rng: SmallRng,
     major_zone: Option<Zone>,
     events: VecDeque<(Instant, PolicyEvent)>,
+    /// `meshedge_edge_picks_total` handles by pick reason, registered on first use.
+    picks: [OnceLock<Counter>; PICK_REASONS],
 }
+
+/// The number of [`PickReason`] variants (`Fallback` is the last).
+const PICK_REASONS: usize = 7;
+const _: () = assert!(PickReason::Fallback as usize + 1 == PICK_REASONS);
 
 // === impl ClusterPolicy ===
 
@@ -111,6 +119,7 @@ impl ClusterPolicy {
             rng: SmallRng::seed_from_u64(seed),
             major_zone: None,
             events: VecDeque::new(),
+            picks: Default::default(),
         }
     }
 
@@ -164,7 +173,11 @@ impl ClusterPolicy {
             .balancer
             .pick(now, &mut self.rng, exclude, prefer_other_zone)?;
         self.balancer.start(pick.endpoint);
-        metrics::counter!(m::PICKS_TOTAL, "cluster" => self.name.clone(), "reason" => pick.decision.reason.as_str())
+        let reason = pick.decision.reason;
+        self.picks[reason as usize]
+            .get_or_init(|| {
+                metrics::counter!(m::PICKS_TOTAL, "cluster" => self.name.clone(), "reason" => reason.as_str())
+            })
             .increment(1);
         Some(pick)
     }

@@ -1,0 +1,142 @@
+//! The per-request metrics (`meshedge_edge_requests_total`, the request duration
+//! histogram) through handles registered once per route, cluster, status and protocol.
+//! Going through the `metrics::counter!` macro with owned labels costs a label vector, a
+//! copy of every label into the recorder's key and a registry lookup on every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+use crate::metrics as m;
+
+/// Handles for one route and cluster.
+#[derive(Debug)]
+struct RouteClusterMetrics {
+    route: String,
+    cluster: String,
+    duration: Histogram,
+    /// Request counters by status and protocol (a few entries; scanned).
+    requests: RwLock<Vec<(u16, &'static str, Counter)>>,
+}
+
+/// The handle cache of one gateway (route and cluster names come from its config, so the
+/// cache stays as small as the config).
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    by_route: RwLock<HashMap<String, HashMap<String, Arc<RouteClusterMetrics>>>>,
+}
+
+impl RequestMetrics {
+    /// Counts one request answered with `status` and records how long it took.
+    pub fn record(
+        &self,
+        route: &str,
+        cluster: &str,
+        status: u16,
+        protocol: &'static str,
+        took: Duration,
+    ) {
+        let handles = self.handles(route, cluster);
+        handles.duration.record(took.as_secs_f64());
+        handles.count(status, protocol);
+    }
+
+    fn handles(&self, route: &str, cluster: &str) -> Arc<RouteClusterMetrics> {
+        let found = self
+            .by_route
+            .read()
+            .expect("metrics cache lock")
+            .get(route)
+            .and_then(|clusters| clusters.get(cluster))
+            .cloned();
+        if let Some(handles) = found {
+            return handles;
+        }
+        let mut by_route = self.by_route.write().expect("metrics cache lock");
+        by_route
+            .entry(route.to_owned())
+            .or_default()
+            .entry(cluster.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RouteClusterMetrics {
+                    route: route.to_owned(),
+                    cluster: cluster.to_owned(),
+                    duration: metrics::histogram!(
+                        m::REQUEST_DURATION_SECONDS,
+                        "route" => route.to_owned(),
+                        "cluster" => cluster.to_owned(),
+                    ),
+                    requests: RwLock::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+impl RouteClusterMetrics {
+    fn count(&self, status: u16, protocol: &'static str) {
+        let found = self
+            .requests
+            .read()
+            .expect("metrics cache lock")
+            .iter()
+            .find(|(s, p, _)| *s == status && *p == protocol)
+            .map(|(_, _, c)| c.clone());
+        let counter = found.unwrap_or_else(|| {
+            let mut requests = self.requests.write().expect("metrics cache lock");
+            let counter = metrics::counter!(
+                m::REQUESTS_TOTAL,
+                "route" => self.route.clone(),
+                "cluster" => self.cluster.clone(),
+                "status" => status.to_string(),
+                "protocol" => protocol,
+            );
+            requests.push((status, protocol, counter.clone()));
+            counter
+        });
+        counter.increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn requests_are_counted_by_route_cluster_status_and_protocol() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let cache = RequestMetrics::default();
+            for _ in 0..3 {
+                cache.record("api", "backend", 200, "h1", Duration::from_millis(2));
+            }
+            cache.record("api", "backend", 503, "h2", Duration::from_millis(1));
+            cache.record("web", "backend", 200, "h1", Duration::from_millis(1));
+        });
+        let counts: Vec<(Vec<String>, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(n) => Some((
+                    key.key().labels().map(|l| l.value().to_owned()).collect(),
+                    n,
+                )),
+                _ => None,
+            })
+            .collect();
+        let find = |labels: &[&str]| {
+            counts
+                .iter()
+                .find(|(l, _)| l.iter().map(String::as_str).eq(labels.iter().copied()))
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(find(&["api", "backend", "200", "h1"]), Some(3));
+        assert_eq!(find(&["api", "backend", "503", "h2"]), Some(1));
+        assert_eq!(find(&["web", "backend", "200", "h1"]), Some(1));
+    }
+}
