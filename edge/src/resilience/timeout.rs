@@ -7,6 +7,7 @@
 //! p99 into a timeout: `max(p99 x p99_multiplier, floor)`, capped by `ceiling` and by the
 //! time the whole request has left; with too few samples it uses `ceiling`.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,7 +40,25 @@ pub struct LatencyWindow {
     current: [u64; BUCKETS],
     previous: [u64; BUCKETS],
     started: Option<Instant>,
+    /// Samples in `current` and `previous`.
+    total: u64,
+    /// Bumped by every sample and rotation.
+    version: u64,
+    /// The last quantiles asked for (the request path asks for the same two on every
+    /// request): reused until [`REFRESH_EVERY`] samples later.
+    cached: [Cell<Option<CachedQuantile>>; 2],
 }
+
+/// A quantile answer and the window version it was computed at.
+#[derive(Debug, Clone, Copy)]
+struct CachedQuantile {
+    q: f64,
+    version: u64,
+    value: Option<Duration>,
+}
+
+/// How many samples a cached quantile stays valid for.
+const REFRESH_EVERY: u64 = 32;
 
 /// Quantiles for `/clusters`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -64,6 +83,9 @@ impl LatencyWindow {
             current: [0; BUCKETS],
             previous: [0; BUCKETS],
             started: None,
+            total: 0,
+            version: 0,
+            cached: Default::default(),
         }
     }
 
@@ -79,23 +101,46 @@ impl LatencyWindow {
             self.previous = self.current;
         }
         self.current = [0; BUCKETS];
+        self.total = self.previous.iter().sum();
         self.started = Some(now);
+        self.version += REFRESH_EVERY;
     }
 
     /// Adds one latency observed at `now`.
     pub fn record(&mut self, now: Instant, latency: Duration) {
         self.rotate(now);
         self.current[bucket(latency)] += 1;
+        self.total += 1;
+        self.version += 1;
     }
 
     /// Samples in the last 1-2 windows.
     pub fn samples(&self) -> u64 {
-        self.current.iter().chain(&self.previous).sum()
+        self.total
     }
 
     /// The `q` quantile (0..=1) as a bucket upper bound, or `None` with fewer than
     /// [`MIN_SAMPLES`] samples. Call [`expire`](Self::expire) first to drop old windows.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let fresh = |c: &CachedQuantile| c.q == q && self.version - c.version < REFRESH_EVERY;
+        for slot in &self.cached {
+            if let Some(c) = slot.get().filter(fresh) {
+                return c.value;
+            }
+        }
+        let value = self.compute_quantile(q);
+        if value.is_some() {
+            let slot = usize::from(self.cached[0].get().is_some_and(|c| c.q != q));
+            self.cached[slot].set(Some(CachedQuantile {
+                q,
+                version: self.version,
+                value,
+            }));
+        }
+        value
+    }
+
+    fn compute_quantile(&self, q: f64) -> Option<Duration> {
         let total = self.samples();
         if total < MIN_SAMPLES {
             return None;
@@ -159,6 +204,26 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn cached_quantiles_follow_new_samples_within_the_refresh_bound() {
+        let t0 = Instant::now();
+        let mut w = LatencyWindow::new(Duration::from_secs(10));
+        for _ in 0..100 {
+            w.record(t0, ms(1));
+        }
+        let low = w.quantile(0.99).unwrap();
+        assert!(low < ms(2), "{low:?}");
+        for _ in 0..REFRESH_EVERY {
+            w.record(t0, ms(400));
+        }
+        let high = w.quantile(0.99).unwrap();
+        assert!(
+            high >= ms(400),
+            "{high:?} after {REFRESH_EVERY} slow samples"
+        );
+        assert_eq!(w.samples(), 100 + REFRESH_EVERY);
     }
 
     #[test]
