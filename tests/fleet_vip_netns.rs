@@ -32,10 +32,11 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 const CLIENT: &str = r#"
 import socket, sys, time
 end = time.time() + float(sys.argv[1]); ok = failed = 0; fails = []
+timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 0.1
 while time.time() < end:
     t = time.time()
     try:
-        s = socket.create_connection((sys.argv[2], 8080), timeout=0.1); s.settimeout(0.1)
+        s = socket.create_connection((sys.argv[2], 8080), timeout=timeout); s.settimeout(timeout)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n"); data = s.recv(200); s.close()
         if b" 200 " in data: ok += 1
         else: raise OSError("bad")
@@ -318,11 +319,13 @@ fn signal(pid: i32, sig: &str) {
         .success());
 }
 
-/// Starts the client loop (`secs` seconds at the VIP) in the client namespace.
+/// Starts the client loop (`secs` seconds at the VIP) in the client namespace; a request
+/// fails after 0.5 s (generous: a loaded CI machine must not fail a request that a move
+/// did not fail).
 fn client(prefix: &str, secs: u32) -> Child {
     Command::new("ip")
         .args(["netns", "exec", &format!("{prefix}-cl"), "python3", "-c"])
-        .args([CLIENT, &secs.to_string(), VIP])
+        .args([CLIENT, &secs.to_string(), VIP, "0.5"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
