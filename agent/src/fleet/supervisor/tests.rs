@@ -2,6 +2,7 @@
 //! `/healthz/ready` (200 while `DIR/unready` is absent) and records SIGTERM in `DIR/term`.
 
 use super::*;
+use crate::fleet::vip;
 use std::path::Path;
 
 const STAND_IN: &str = r#"
@@ -213,4 +214,64 @@ async fn a_roll_to_a_gateway_that_never_gets_ready_keeps_the_old_one() {
         .unwrap();
     sup.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(old_dir);
+}
+
+/// `ip -o addr show dev DEVICE`, or `None` when the device does not exist.
+fn addresses_of(device: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", device])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The fence follows the gateway process: it exists while the gateway runs, goes with a
+/// killed gateway, and a roll carries its addresses to the new gateway's fence before the
+/// old one drains. Needs root and /dev/net/tun (the address is a 127/8 host address on the
+/// temporary device, nothing else is touched).
+#[tokio::test]
+async fn the_fence_lives_and_dies_with_the_gateway_and_rolls_carry_its_addresses() {
+    let old_dir = tempdir("fence-old");
+    let new_dir = tempdir("fence-new");
+    let sup = Supervisor::spawn(SupervisorConfig {
+        fence: true,
+        ..fast()
+    });
+    let mut rx = sup.status();
+    sup.start(stand_in(&old_dir)).await.unwrap();
+    let first = wait_for(&mut rx, "ready", is_ready).await;
+    let old_fence = first
+        .fence
+        .clone()
+        .expect("the gateway has a fence (root and /dev/net/tun needed)");
+    assert!(addresses_of(&old_fence).is_some(), "{old_fence} exists");
+    vip::ip_run(&["addr", "add", "127.77.0.1/32", "dev", &old_fence])
+        .await
+        .unwrap();
+
+    sup.roll(stand_in(&new_dir)).await.unwrap();
+    let rolled = rx.borrow().clone();
+    let new_fence = rolled.fence.clone().expect("the new gateway has a fence");
+    assert_ne!(new_fence, old_fence);
+    let carried = addresses_of(&new_fence).expect("new fence exists");
+    assert!(carried.contains("127.77.0.1/32"), "carried: {carried}");
+    assert!(
+        addresses_of(&old_fence).is_none(),
+        "the old fence went with the drained gateway"
+    );
+
+    let pid = rolled.pid.unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        while addresses_of(&new_fence).is_some_and(|a| a.contains("127.77.0.1/32")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the address went with the killed gateway");
+    sup.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(old_dir);
+    let _ = std::fs::remove_dir_all(new_dir);
 }
