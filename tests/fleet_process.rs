@@ -42,8 +42,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::kill_tree(&mut self.child);
     }
 }
 

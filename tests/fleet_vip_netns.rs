@@ -57,19 +57,11 @@ impl Drop for Lab {
     }
 }
 
-/// An agent process, killed with its supervised gateway when dropped (a SIGKILLed agent
-/// cannot stop its children itself; the test must not leave them running).
+/// An agent process, killed with its supervised gateway when dropped.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let gateways = children_of(self.0.id());
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        for pid in gateways {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+        support::kill_tree(&mut self.0);
     }
 }
 
@@ -309,23 +301,6 @@ fn partition_converges_and_leaves_one_gateway_after_healing() {
     }
 }
 
-/// Process ids of the children of `pid` (the supervised gateway of an agent); empty when
-/// `pid` is gone.
-fn children_of(pid: u32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn signal(pid: i32, sig: &str) {
     assert!(Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -419,7 +394,7 @@ fn vip_stays_with_a_hung_agent_and_leaves_with_killed_processes() {
     //    survivor claims, never two holders; failures only inside the takeover window.
     let load = client(&prefix, 3);
     std::thread::sleep(Duration::from_millis(500));
-    let gateways = children_of(agent_pid);
+    let gateways = support::children_of(agent_pid);
     assert_eq!(
         gateways.len(),
         1,

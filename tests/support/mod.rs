@@ -225,3 +225,33 @@ serve = "127.0.0.1:{port}"
     std::fs::write(&path, config).unwrap();
     (path, port)
 }
+
+/// Process ids of the children of `pid` (e.g. an agent's supervised gateway); empty when
+/// `pid` is gone.
+pub fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// SIGKILLs `child` and then the processes it had started: a SIGKILLed supervisor cannot
+/// stop its own children, and a test must not leave them running.
+pub fn kill_tree(child: &mut std::process::Child) {
+    let children = children_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    for pid in children {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
