@@ -59,17 +59,16 @@ pub fn stdout_of(cmd: &mut Command) -> String {
         .to_owned()
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
+/// A child process killed (SIGKILL) with the processes it started, and reaped, on drop.
 pub struct ChildGuard {
     pub child: Child,
     pub stderr_path: PathBuf,
 }
 
 impl ChildGuard {
-    /// Sends SIGKILL now and waits.
+    /// Sends SIGKILL now (to the processes it started too) and waits.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tree(&mut self.child);
     }
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
