@@ -17,6 +17,14 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Bucket bounds of every histogram (all are durations in seconds): Envoy's default
+/// histogram buckets (0.5 ms .. 1 h). Real histograms, unlike summaries, add up across
+/// gateways in PromQL (`histogram_quantile(0.99, sum by (le) (rate(..._bucket[1m])))`).
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0, 1800.0, 3600.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// How often recorded histogram samples are folded into their summaries.
@@ -29,6 +37,8 @@ pub fn prometheus() -> Arc<dyn Fn() -> String + Send + Sync> {
     let handle = HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS_SECONDS)
+                .expect("bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             let upkeep = handle.clone();

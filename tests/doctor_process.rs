@@ -106,7 +106,12 @@ async fn doctor_names_each_broken_thing_in_its_step() {
         let (_, clusters) = admin(w.edge.admin, "GET", "/clusters");
         clusters.contains("\"dead\"").then_some(())
     })
-    .expect("the config with the broken clusters is applied");
+    .unwrap_or_else(|| {
+        panic!(
+            "the config with the broken clusters was not applied; gateway log:\n{}",
+            w.edge.guard.stderr()
+        )
+    });
 
     // A rate-limit spike, a breaker at its limit, requests to a dead endpoint.
     for i in 0..4 {

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use metrics::Gauge;
 use tokio::time::Instant;
 
@@ -29,7 +28,7 @@ use crate::resilience::cluster_state::ClusterPolicy;
 use crate::resilience::retry::{NoRetry, Retry, TryContext};
 use crate::resilience::{EndpointId, Outcome, Tier, Zone};
 use crate::upstream::{
-    ConnectionBreaker, FailureKind, UpstreamBody, UpstreamClient, UpstreamError,
+    ConnectionBreaker, FailureKind, ResponseBody, UpstreamBody, UpstreamClient, UpstreamError,
 };
 
 pub use probe::ProbeResult;
@@ -376,7 +375,7 @@ impl Cluster {
         &self,
         pick: &Pick,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
         self.shared.client.send(pick.address(), req).await
     }
 

@@ -15,6 +15,10 @@ pub const REQUESTS_REFUSED_TOTAL: &str = "meshedge_edge_requests_refused_total";
 pub const UPSTREAM_FAILURES_TOTAL: &str = "meshedge_edge_upstream_failures_total";
 /// Upstream TLS connections opened, by `cluster` and `result`.
 pub const UPSTREAM_CONNECTIONS_TOTAL: &str = "meshedge_edge_upstream_connections_total";
+/// Requests sent again on a new connection because the pooled HTTP/1.1 connection they
+/// were sent on had been closed by the upstream (nothing received), by `cluster`.
+pub const UPSTREAM_STALE_RETRIES_TOTAL: &str =
+    "meshedge_edge_upstream_stale_connection_retries_total";
 /// Upstream requests in flight, by `cluster`.
 pub const UPSTREAM_IN_FLIGHT: &str = "meshedge_edge_upstream_requests_in_flight";
 /// Upstreams that presented an SVID whose SPIFFE ID the cluster does not allow, by `cluster`.
@@ -52,6 +56,10 @@ pub fn describe() {
     describe_counter!(
         UPSTREAM_CONNECTIONS_TOTAL,
         "Upstream mTLS connections opened, by result."
+    );
+    describe_counter!(
+        UPSTREAM_STALE_RETRIES_TOTAL,
+        "Idempotent requests resent on a new connection after a pooled one was found closed."
     );
     describe_gauge!(UPSTREAM_IN_FLIGHT, "Upstream requests in flight.");
     describe_counter!(

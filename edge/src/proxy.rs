@@ -331,7 +331,7 @@ impl Proxy {
         rt: &Runtime,
         mut entry: AccessEntry,
         started: Instant,
-        resp: Response<hyper::body::Incoming>,
+        resp: Response<crate::upstream::ResponseBody>,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();

@@ -1,6 +1,10 @@
 //! The pooled mTLS client of one cluster: TCP + TLS with the gateway's SVID, the upstream
 //! verified by chain to the bundle and by SPIFFE ID ([`SpiffeServerVerifier`]), HTTP/1.1 or
-//! HTTP/2 by ALPN, keep-alive connections pooled per endpoint (hyper-util's pool).
+//! HTTP/2 by ALPN, keep-alive connections pooled per endpoint. `protocol = "http1"`
+//! clusters send requests with complete bodies through the in-task client of [`h1`], the
+//! rest through hyper-util's pooled client.
+
+mod h1;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -12,6 +16,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -247,19 +252,12 @@ pub struct ConnectorSettings {
 
 impl MtlsConnector {
     async fn connect(self, uri: Uri) -> Result<MtlsConn, ConnectError> {
-        let addr: SocketAddr = uri
-            .authority()
-            .and_then(|a| {
-                a.as_str()
-                    .trim_start_matches('[')
-                    .replace("]:", ":")
-                    .parse()
-                    .ok()
-            })
-            .or_else(|| uri.authority().and_then(|a| a.as_str().parse().ok()))
-            .ok_or_else(|| ConnectError::BadUri {
-                uri: uri.to_string(),
-            })?;
+        let addr = uri_addr(&uri)?;
+        self.connect_addr(addr).await
+    }
+
+    /// TCP + TLS to `addr`, under the breaker's connection limits, counted by result.
+    async fn connect_addr(&self, addr: SocketAddr) -> Result<MtlsConn, ConnectError> {
         if let Some(not_after) = self.svid.expired_at(time::OffsetDateTime::now_utc()) {
             return Err(ConnectError::OwnSvidExpired { addr, not_after });
         }
@@ -332,6 +330,22 @@ impl MtlsConnector {
     }
 }
 
+/// The `IP:PORT` authority of an upstream URI.
+fn uri_addr(uri: &Uri) -> Result<SocketAddr, ConnectError> {
+    uri.authority()
+        .and_then(|a| {
+            a.as_str()
+                .trim_start_matches('[')
+                .replace("]:", ":")
+                .parse()
+                .ok()
+        })
+        .or_else(|| uri.authority().and_then(|a| a.as_str().parse().ok()))
+        .ok_or_else(|| ConnectError::BadUri {
+            uri: uri.to_string(),
+        })
+}
+
 /// The cluster's circuit breaker as the connector sees it: connections and pending
 /// requests are taken here, the other resources by the request path.
 pub trait ConnectionBreaker: Send + Sync {
@@ -373,6 +387,13 @@ pub struct MtlsConn {
     _slot: BreakerSlot,
 }
 
+impl MtlsConn {
+    /// The TLS stream and the breaker slot it holds.
+    fn into_parts(self) -> (TlsStream<TcpStream>, BreakerSlot) {
+        (self.io.into_inner(), self._slot)
+    }
+}
+
 impl Connection for MtlsConn {
     fn connected(&self) -> Connected {
         if self.h2 {
@@ -408,6 +429,45 @@ impl hyper::rt::Write for MtlsConn {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The body of an upstream response, from whichever client carried the request.
+pub enum ResponseBody {
+    /// From hyper's client (HTTP/2, streamed request bodies, `auto` clusters).
+    Hyper(Incoming),
+    /// From the in-task HTTP/1.1 client.
+    H1(h1::H1Body),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Self::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::H1(b) => b.size_hint(),
+        }
     }
 }
 
@@ -449,11 +509,26 @@ struct PoolSettings {
     idle_timeout: std::time::Duration,
     max_idle_per_endpoint: usize,
     http2_only: bool,
+    /// `protocol = "http1"`: complete bodies go through the in-task client.
+    http1_in_task: bool,
 }
 
 struct SvidPool {
     generation: u64,
     client: Client<MtlsConnector, UpstreamBody>,
+    h1: Option<Arc<h1::H1Pool>>,
+}
+
+impl SvidPool {
+    fn new(generation: u64, connector: &MtlsConnector, pool: PoolSettings) -> Self {
+        Self {
+            generation,
+            client: build_client(connector, pool),
+            h1: pool
+                .http1_in_task
+                .then(|| h1::H1Pool::new(pool.max_idle_per_endpoint, pool.idle_timeout)),
+        }
+    }
 }
 
 impl UpstreamClient {
@@ -482,11 +557,9 @@ impl UpstreamClient {
             idle_timeout: cluster.pool_idle_timeout,
             max_idle_per_endpoint: cluster.pool_max_idle_per_endpoint,
             http2_only: cluster.protocol == UpstreamProtocol::Http2,
+            http1_in_task: cluster.protocol == UpstreamProtocol::Http1,
         };
-        let first = SvidPool {
-            generation: svid.generation(),
-            client: build_client(&connector, pool),
-        };
+        let first = SvidPool::new(svid.generation(), &connector, pool);
         Self {
             connector,
             verifies_dns_name: matches!(cluster.upstream_identity, UpstreamIdentity::DnsName(_)),
@@ -505,10 +578,7 @@ impl UpstreamClient {
             return current;
         }
         tracing::debug!(cluster = %self.connector.cluster, generation, "SVID rotated: new upstream pool");
-        let fresh = Arc::new(SvidPool {
-            generation,
-            client: build_client(&self.connector, self.pool),
-        });
+        let fresh = Arc::new(SvidPool::new(generation, &self.connector, self.pool));
         self.current.rcu(|p| {
             if p.generation >= generation {
                 p.clone()
@@ -534,18 +604,12 @@ impl UpstreamClient {
     /// sent, not counted by the circuit breaker): `Ok(what the endpoint presented)`, or `Err((what it presented, if known, why
     /// it failed))`.
     pub async fn probe(&self, addr: SocketAddr) -> Result<String, (Option<String>, String)> {
-        let uri = Uri::builder()
-            .scheme("https")
-            .authority(addr.to_string())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| (None, e.to_string()))?;
         // A diagnostic connection: outside the breaker's connection limits.
         let unlimited = MtlsConnector(Arc::new(ConnectorSettings {
             breaker: Arc::new(OnceLock::new()),
             ..(*self.connector.0).clone()
         }));
-        match unlimited.connect(uri).await {
+        match unlimited.connect_addr(addr).await {
             Ok(conn) => {
                 let session = conn.io.inner().get_ref().1;
                 let presented = match &self.connector.server_name {
@@ -575,7 +639,26 @@ impl UpstreamClient {
         &self,
         addr: SocketAddr,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        if let Some(not_after) = self.own_svid_expired() {
+            return Err(UpstreamError {
+                addr,
+                kind: FailureKind::OwnSvidExpired,
+                source: ConnectError::OwnSvidExpired { addr, not_after }.into(),
+            });
+        }
+        let pool = self.client();
+        if let Some(h1) = &pool.h1 {
+            let complete = req
+                .body()
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= h1::BUFFERED_BODY_MAX_BYTES);
+            if complete {
+                let resp = h1::send(&self.connector, h1, addr, req).await?;
+                return Ok(resp.map(ResponseBody::H1));
+            }
+        }
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         parts.authority = Some(authority(addr));
@@ -588,14 +671,7 @@ impl UpstreamClient {
             source: e.into(),
         })?;
         *req.version_mut() = http::Version::HTTP_11;
-        if let Some(not_after) = self.own_svid_expired() {
-            return Err(UpstreamError {
-                addr,
-                kind: FailureKind::OwnSvidExpired,
-                source: ConnectError::OwnSvidExpired { addr, not_after }.into(),
-            });
-        }
-        self.client().client.request(req).await.map_err(|e| {
+        let resp = pool.client.request(req).await.map_err(|e| {
             let kind =
                 find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
             UpstreamError {
@@ -603,7 +679,8 @@ impl UpstreamClient {
                 kind,
                 source: e.into(),
             }
-        })
+        })?;
+        Ok(resp.map(ResponseBody::Hyper))
     }
 }
 

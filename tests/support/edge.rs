@@ -174,29 +174,7 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start(pki: &Pki, svid: &SvidFiles, name: &'static str) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for r in pki.roots() {
-            roots.add(r).unwrap();
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let chain = certs_from_pem(&svid.chain_pem).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            pem::parse(&svid.key_pem).unwrap().into_contents(),
-        ));
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = upstream_tls(pki, svid);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(UpstreamStats::default());
@@ -278,6 +256,34 @@ impl Upstream {
         });
         Self { addr, stats, task }
     }
+}
+
+/// The TLS side of a test upstream: serves `svid`, requires a client certificate that
+/// chains to the PKI's bundle, offers `h2` and `http/1.1`.
+pub fn upstream_tls(pki: &Pki, svid: &SvidFiles) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for r in pki.roots() {
+        roots.add(r).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = certs_from_pem(&svid.chain_pem).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        pem::parse(&svid.key_pem).unwrap().into_contents(),
+    ));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
 /// A running gateway and its addresses.

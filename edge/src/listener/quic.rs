@@ -40,6 +40,11 @@ pub enum QuicError {
     },
 }
 
+/// Largest UDP payload the endpoint accepts (advertised as `max_udp_payload_size`): an
+/// Ethernet frame's (1500 - 20 IPv4 - 8 UDP). quinn's default, 65527, sizes its receive
+/// buffers for 64 KiB datagrams (3 MB for one endpoint here) that no Ethernet path carries.
+const MAX_UDP_PAYLOAD_BYTES: u16 = 1472;
+
 /// Binds the QUIC endpoint on `addr` (UDP) with the listener's certificates.
 pub fn bind(
     addr: SocketAddr,
@@ -61,7 +66,14 @@ pub fn bind(
         .max_concurrent_uni_streams(8u32.into())
         .max_idle_timeout(Duration::from_secs(60).try_into().ok());
     cfg.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(cfg, addr).map_err(|source| QuicError::Bind { addr, source })
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let mut endpoint = quinn::EndpointConfig::default();
+    endpoint
+        .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
+        .expect("within QUIC's 1200..=65527");
+    quinn::Endpoint::new(endpoint, Some(cfg), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|source| QuicError::Bind { addr, source })
 }
 
 /// Accepts QUIC connections until `life.stop_accepting`, at most `max_connections` open.

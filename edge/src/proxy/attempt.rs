@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -29,7 +28,9 @@ use crate::cluster::{failure_outcome, Cluster, Pick, RetryRoom};
 use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::retry::TryContext;
 use crate::resilience::Outcome;
-use crate::upstream::{find_cause, BoxError, ConnectError, FailureKind, UpstreamBody};
+use crate::upstream::{
+    find_cause, BoxError, ConnectError, FailureKind, ResponseBody, UpstreamBody,
+};
 
 /// A request body as the tries see it.
 pub(super) enum ReqBody {
@@ -95,7 +96,7 @@ pub(super) struct Head {
 /// How the request ended.
 pub(super) enum Answer {
     /// An upstream response to forward, and who sent it.
-    Upstream(Response<Incoming>, SocketAddr),
+    Upstream(Response<ResponseBody>, SocketAddr),
     /// The gateway answers itself; the last endpoint tried, if any.
     Local(StatusCode, &'static str, Option<SocketAddr>),
     /// The cluster's breaker refused a new connection: 503 naming the limit.
@@ -103,7 +104,7 @@ pub(super) enum Answer {
 }
 
 enum TryResult {
-    Response(Response<Incoming>),
+    Response(Response<ResponseBody>),
     Failed(Outcome, &'static str),
     BodyTooLarge,
     CircuitOpen(CircuitOpen),

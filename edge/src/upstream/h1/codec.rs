@@ -1,0 +1,389 @@
+//! HTTP/1.1 framing for the in-task upstream client (RFC 9112): the request written in one
+//! buffer, the response head parsed with `httparse`, and the response body decoded from the
+//! connection's read buffer (content-length, chunked, or until the connection closes).
+//! Pure functions over byte buffers: no sockets, so the tests drive them directly.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+
+/// Most header lines accepted in a response head.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Largest response head accepted (hyper's client default buffer limit is larger, but a
+/// head beyond this is a broken or hostile upstream).
+pub(super) const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) or trailer line accepted.
+const MAX_LINE_BYTES: usize = 4096;
+/// Body pieces up to this size are copied out of the read buffer, which then stays unshared
+/// and is reused for the next response instead of being reallocated.
+const COPY_OUT_MAX: usize = 4096;
+
+/// A response the upstream sent that this client cannot accept.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// The response head did not parse.
+    #[error("malformed response head: {0}")]
+    Head(String),
+    /// The response head is larger than [`MAX_RESPONSE_HEAD_BYTES`].
+    #[error("response head larger than {MAX_RESPONSE_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// The body framing (content-length or chunked encoding) is broken.
+    #[error("malformed response body: {0}")]
+    Body(&'static str),
+    /// The connection closed before the response ended.
+    #[error("connection closed before the response {0} ended")]
+    Closed(&'static str),
+}
+
+/// Writes the request head (origin-form target, `host` from `authority` when absent) and
+/// its body into `out`, framed with `content-length` (the body is complete).
+pub(super) fn encode_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    authority: SocketAddr,
+    body: &[u8],
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(HOST) {
+        let mut line = String::with_capacity(64);
+        let _ = write!(line, "host: {authority}\r\n");
+        out.extend_from_slice(line.as_bytes());
+    }
+    for (name, value) in headers {
+        // The framing is ours: the body is complete and sent with its length.
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || method_implies_body(method) {
+        let mut line = String::with_capacity(24);
+        let _ = write!(line, "content-length: {}\r\n", body.len());
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+fn method_implies_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// How the body of a response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the upstream closes the connection (never reusable).
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    /// Status, version and headers, with an empty body.
+    pub response: Response<()>,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses one response head from the start of `buf` and removes it (and any interim `1xx`
+/// responses before it). `Ok(None)`: more bytes are needed.
+pub(super) fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, H1Error> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD_BYTES => {
+                return Err(H1Error::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(H1Error::Head(e.to_string())),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| H1Error::Head(format!("status {code}")))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(H1Error::Head(
+                    "101 Switching Protocols is not proxied".into(),
+                ));
+            }
+            // 100 Continue, 103 Early Hints: the final response follows.
+            buf.advance(len);
+            continue;
+        }
+        let http10 = parsed.version == Some(0);
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| H1Error::Head(format!("header name {:?}", h.name)))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| H1Error::Head(format!("value of header {name}")))?;
+            headers.append(name, value);
+        }
+        buf.advance(len);
+        let framing = framing(method, status, &headers)?;
+        let keep_alive = framing != Framing::UntilClose && keeps_alive(http10, &headers);
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = Version::HTTP_11;
+        *response.headers_mut() = headers;
+        return Ok(Some(ResponseHead {
+            response,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn keeps_alive(http10: bool, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if http10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// RFC 9112 section 6.3: how long the body of this response is.
+fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, H1Error> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let chunked_last = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let n = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(H1Error::Body("invalid content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(H1Error::Body("conflicting content-length values"));
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Decodes one response body out of a read buffer.
+#[derive(Debug)]
+pub(super) struct BodyDecoder {
+    state: DecoderState,
+}
+
+#[derive(Debug)]
+enum DecoderState {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// What the decoder made of the bytes it had.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Decoded {
+    /// A piece of the body.
+    Data(Bytes),
+    /// More bytes are needed from the connection.
+    NeedMore,
+    /// The body is complete.
+    End,
+}
+
+impl BodyDecoder {
+    /// A decoder for a body delimited by `framing`.
+    pub fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Length(0) => DecoderState::Done,
+            Framing::Length(n) => DecoderState::Length(n),
+            Framing::Chunked => DecoderState::Chunked(Chunk::Size),
+            Framing::UntilClose => DecoderState::UntilClose,
+        };
+        Self { state }
+    }
+
+    /// True when the body has ended.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, DecoderState::Done)
+    }
+
+    /// Body bytes still expected, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            DecoderState::Length(n) => Some(n),
+            DecoderState::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the next piece of the body from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+        loop {
+            match &mut self.state {
+                DecoderState::Done => return Ok(Decoded::End),
+                DecoderState::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    return Ok(Decoded::Data(take(buf, buf.len())));
+                }
+                DecoderState::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.state = DecoderState::Done;
+                    }
+                    return Ok(Decoded::Data(take(buf, n)));
+                }
+                DecoderState::Chunked(chunk) => match *chunk {
+                    Chunk::Size => {
+                        let Some(line) = line(buf)? else {
+                            return Ok(Decoded::NeedMore);
+                        };
+                        let size = chunk_size(&line)?;
+                        *chunk = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(Decoded::NeedMore);
+                        }
+                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                        *chunk = if left == n as u64 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left - n as u64)
+                        };
+                        return Ok(Decoded::Data(take(buf, n)));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Decoded::NeedMore);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(H1Error::Body("chunk data not followed by CRLF"));
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        // Trailer fields are not forwarded; an empty line ends the body.
+                        let Some(line) = line(buf)? else {
+                            return Ok(Decoded::NeedMore);
+                        };
+                        if line.is_empty() {
+                            self.state = DecoderState::Done;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The connection closed: the end of an until-close body, an error for any other.
+    pub fn closed(&mut self) -> Result<(), H1Error> {
+        match self.state {
+            DecoderState::UntilClose | DecoderState::Done => {
+                self.state = DecoderState::Done;
+                Ok(())
+            }
+            DecoderState::Length(_) => Err(H1Error::Closed("body (content-length)")),
+            DecoderState::Chunked(_) => Err(H1Error::Closed("body (chunked)")),
+        }
+    }
+}
+
+/// The first `n` bytes of `buf`: copied when small, so the buffer stays unshared.
+fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_OUT_MAX {
+        let out = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        out
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
+/// One CRLF-terminated line from the start of `buf` (without the CRLF), if complete.
+fn line(buf: &mut BytesMut) -> Result<Option<BytesMut>, H1Error> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = buf.split_to(end);
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE_BYTES => Err(H1Error::Body("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size on a chunk-size line (`1a;ext=v`), at most 16 hex digits.
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii();
+    if digits.is_empty() || digits.len() > 16 {
+        return Err(H1Error::Body("invalid chunk size"));
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| H1Error::Body("invalid chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| H1Error::Body("invalid chunk size"))
+}
+
+#[cfg(test)]
+mod tests;
