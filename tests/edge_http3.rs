@@ -1,7 +1,8 @@
 //! HTTP/3 on the gateway's port (UDP), checked with aioquic's client (tests/h3_client.py):
 //! requests routed to the mTLS upstream like TCP ones, `Alt-Svc` advertised on TCP
 //! responses, several requests on one QUIC connection; the QUIC connection limit refuses
-//! connections beyond it while the others (and TCP) keep being served.
+//! connections beyond it while the others (and TCP) keep being served; an HTTP/3 GET is
+//! retried past an endpoint that drops it like a GET over TCP.
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -155,4 +156,68 @@ fn poll_h3(w: &World) -> serde_json::Value {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// An mTLS endpoint that reads a request and closes the connection without an answer.
+async fn dropping_endpoint(w: &World) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let acceptor = upstream_tls(&w.pki, &w.pki.svid(PAY_ID, "dropper").await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_gets_are_retried_past_an_endpoint_that_drops_them() {
+    let w = World::start("edge-h3retry", "http3 = true", "").await;
+    let (dropper, task) = dropping_endpoint(&w).await;
+    w.rewrite_config(
+        "http3 = true",
+        &format!(
+            r#"
+[clusters.half]
+endpoints = ["{dropper}", "{pay}"]
+allowed_ids = ["{PAY_ID}"]
+protocol = "http1"
+health_check = {{ enabled = false }}
+
+[[routes]]
+name = "half"
+match = {{ path_prefix = "/half" }}
+cluster = "half"
+"#,
+            pay = w.pay.addr
+        ),
+    );
+    support::poll(std::time::Duration::from_secs(30), || {
+        let (_, clusters) = admin(w.edge.admin, "GET", "/clusters");
+        clusters.contains("\"half\"").then_some(())
+    })
+    .expect("the config with cluster half is applied");
+
+    // The body of an HTTP/3 GET is only known to be empty at its end: the gateway reads it,
+    // so the GET can be sent again after the dropping endpoint failed it.
+    let got = tokio::task::block_in_place(|| h3(&w, "/half/x", 12, &[]));
+    assert_eq!(got.len(), 12);
+    for r in &got {
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    let (_, metrics) = admin(w.edge.admin, "GET", "/metrics");
+    let retried = metric(&metrics, "meshedge_edge_retries_total{cluster=\"half\"");
+    assert!(
+        retried.unwrap_or(0.0) >= 1.0,
+        "no retry counted:\n{metrics}"
+    );
+    task.abort();
 }

@@ -245,10 +245,15 @@ impl Proxy {
         // just sees a reset stream), so the body remembers that it hit the limit.
         let over_limit = Arc::new(AtomicBool::new(false));
         let flag = over_limit.clone();
+        // A GET or HEAD without content-length carries no body in practice, but only its
+        // end says so (HTTP/3 streams, chunked HTTP/1.1): read it, so that the request can
+        // be retried and hedged like any other GET.
         let small = body.is_end_stream()
             || entry
                 .request_bytes
-                .is_some_and(|n| n <= REPLAY_MAX_BODY_BYTES);
+                .is_some_and(|n| n <= REPLAY_MAX_BODY_BYTES)
+            || (entry.request_bytes.is_none()
+                && matches!(parts.method, http::Method::GET | http::Method::HEAD));
         let body = Limited::new(body.map_err(Into::into), limit)
             .map_err(move |e| {
                 if e.is::<LengthLimitError>() {
