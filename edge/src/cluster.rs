@@ -28,7 +28,8 @@ use crate::resilience::cluster_state::ClusterPolicy;
 use crate::resilience::retry::{NoRetry, Retry, TryContext};
 use crate::resilience::{EndpointId, Outcome, Tier, Zone};
 use crate::upstream::{
-    ConnectionBreaker, FailureKind, ResponseBody, UpstreamBody, UpstreamClient, UpstreamError,
+    ConnectionBreaker, FailureKind, ResponseBody, TryBudget, UpstreamBody, UpstreamClient,
+    UpstreamError,
 };
 
 pub use probe::ProbeResult;
@@ -370,13 +371,14 @@ impl Cluster {
         lock(&self.shared.policy).per_try_timeout(Some(remaining))
     }
 
-    /// Sends `req` to the picked endpoint (no timeout here: the caller bounds the call).
+    /// Sends `req` to the picked endpoint within `budget` (none: the caller bounds it).
     pub async fn send(
         &self,
         pick: &Pick,
         req: Request<UpstreamBody>,
+        budget: Option<TryBudget>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        self.shared.client.send(pick.address(), req).await
+        self.shared.client.send(pick.address(), req, budget).await
     }
 
     /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use meshedge_ca::tls::{AllowedIds, SpiffeServerVerifier, SvidBoundSessions, Unex
 use meshedge_ca::SpiffeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -471,6 +473,39 @@ impl Body for ResponseBody {
     }
 }
 
+/// How long one try may take: `per_try` once a connection is ready to carry it (like
+/// Envoy since envoyproxy/envoy#4903, setting up a new connection is bounded by the connect
+/// timeout, not by the per-try timeout: a burst of new connections does not time tries
+/// out), and never past the request's `deadline`.
+#[derive(Debug, Clone, Copy)]
+pub struct TryBudget {
+    /// Time for the exchange on a ready connection.
+    pub per_try: Duration,
+    /// The request's deadline.
+    pub deadline: Instant,
+}
+
+impl TryBudget {
+    /// The time the exchange may take when it starts at `now`.
+    pub fn remaining_from(&self, now: Instant) -> Duration {
+        self.per_try
+            .min(self.deadline.saturating_duration_since(now))
+    }
+
+    /// The error of a try whose budget ran out.
+    pub fn expired(&self, addr: SocketAddr) -> UpstreamError {
+        UpstreamError {
+            addr,
+            kind: FailureKind::Timeout,
+            source: format!(
+                "no response head within the per-try timeout of {:?}",
+                self.per_try
+            )
+            .into(),
+        }
+    }
+}
+
 /// Why a call to an endpoint failed.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream call to {addr} failed ({})", kind.as_str())]
@@ -634,11 +669,13 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` (path and query only in its URI) to `addr`.
+    /// Sends `req` (path and query only in its URI) to `addr`, within `budget` when given
+    /// (an expired budget is a [`FailureKind::Timeout`]).
     pub async fn send(
         &self,
         addr: SocketAddr,
         mut req: Request<UpstreamBody>,
+        budget: Option<TryBudget>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         if let Some(not_after) = self.own_svid_expired() {
             return Err(UpstreamError {
@@ -655,7 +692,7 @@ impl UpstreamClient {
                 .exact()
                 .is_some_and(|n| n <= h1::BUFFERED_BODY_MAX_BYTES);
             if complete {
-                let resp = h1::send(&self.connector, h1, addr, req).await?;
+                let resp = h1::send(&self.connector, h1, addr, req, budget).await?;
                 return Ok(resp.map(ResponseBody::H1));
             }
         }
@@ -671,7 +708,16 @@ impl UpstreamClient {
             source: e.into(),
         })?;
         *req.version_mut() = http::Version::HTTP_11;
-        let resp = pool.client.request(req).await.map_err(|e| {
+        let call = pool.client.request(req);
+        // hyper's pool hides when a connection is ready: the budget covers the whole call.
+        let result = match budget {
+            Some(b) => match tokio::time::timeout(b.remaining_from(Instant::now()), call).await {
+                Ok(r) => r,
+                Err(_) => return Err(b.expired(addr)),
+            },
+            None => call.await,
+        };
+        let resp = result.map_err(|e| {
             let kind =
                 find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
             UpstreamError {

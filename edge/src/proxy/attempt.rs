@@ -1,7 +1,7 @@
 //! The tries of one request against a cluster: pick, per-try timeout, report; retries of
 //! failed tries to another endpoint (another zone after a zone-level failure) with backoff
-//! inside the retry budget; a hedged second try for idempotent requests that have not
-//! answered within the cluster's hedge delay (the first good answer wins; a losing hedge is
+//! inside the retry budget; a hedged second try, to an endpoint not tried yet, for idempotent
+//! requests that have not answered within the cluster's hedge delay (the first good answer wins; a losing hedge is
 //! dropped and counted as cancelled, a losing first try runs on detached until its per-try
 //! timeout so that a hung endpoint is still observed as one).
 //!
@@ -29,7 +29,7 @@ use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::retry::TryContext;
 use crate::resilience::Outcome;
 use crate::upstream::{
-    find_cause, BoxError, ConnectError, FailureKind, ResponseBody, UpstreamBody,
+    find_cause, BoxError, ConnectError, FailureKind, ResponseBody, TryBudget, UpstreamBody,
 };
 
 /// A request body as the tries see it.
@@ -149,7 +149,7 @@ async fn one(
     cluster: Arc<Cluster>,
     pick: Pick,
     req: Request<UpstreamBody>,
-    per_try: Duration,
+    budget: TryBudget,
     over_limit: Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
     let addr = pick.address();
@@ -160,39 +160,35 @@ async fn one(
         endpoint = %addr,
         reason = pick.decision().reason.as_str(),
     );
-    let result = tokio::time::timeout(per_try, cluster.send(&pick, req))
+    let result = cluster
+        .send(&pick, req, Some(budget))
         .instrument(span)
         .await;
     let now = Instant::now();
     let r = match result {
-        Ok(Ok(resp)) => {
+        Ok(resp) => {
             let status = resp.status().as_u16();
             cluster.report(pick, Outcome::Response { status }, now);
             TryResult::Response(resp)
         }
-        Ok(Err(e))
+        Err(e)
             if over_limit.load(Ordering::SeqCst)
                 || find_cause::<LengthLimitError>(&e).is_some() =>
         {
             cluster.report(pick, Outcome::Cancelled, now);
             TryResult::BodyTooLarge
         }
-        Ok(Err(e)) if e.kind == FailureKind::CircuitOpen => {
+        Err(e) if e.kind == FailureKind::CircuitOpen => {
             cluster.report(pick, Outcome::Cancelled, now);
             match find_cause::<ConnectError>(&e) {
                 Some(ConnectError::CircuitOpen { open, .. }) => TryResult::CircuitOpen(*open),
                 _ => TryResult::Failed(Outcome::Cancelled, "circuit_open"),
             }
         }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, cause = ?e.source, endpoint = %addr, "upstream try failed");
+        Err(e) => {
+            tracing::debug!(error = %e, cause = ?e.source, endpoint = %addr, per_try = ?budget.per_try, "upstream try failed");
             cluster.report(pick, failure_outcome(e.kind), now);
             TryResult::Failed(failure_outcome(e.kind), e.kind.as_str())
-        }
-        Err(_) => {
-            tracing::debug!(endpoint = %addr, ?per_try, "upstream try timed out");
-            cluster.report(pick, Outcome::Timeout, now);
-            TryResult::Failed(Outcome::Timeout, "timeout")
         }
     };
     (r, addr)
@@ -204,7 +200,7 @@ async fn race(
     first: Pick,
     head: &Head,
     body: &ReqBody,
-    (per_try, hedge): (Duration, Option<Duration>),
+    (per_try, hedge, deadline): (Duration, Option<Duration>, Instant),
     tried: &mut Vec<SocketAddr>,
     over_limit: &Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
@@ -212,7 +208,7 @@ async fn race(
         cluster.clone(),
         first,
         request(head, body),
-        per_try,
+        TryBudget { per_try, deadline },
         over_limit.clone(),
     );
     let Some(delay) = hedge else {
@@ -229,13 +225,22 @@ async fn race(
     let Ok(second) = cluster.pick(tried, true) else {
         return a.await;
     };
+    // A hedge goes to another endpoint: a second request to the one that is slow only adds
+    // load where it hurts (with one endpoint left, or a saturated gateway, it fed a cascade
+    // of per-try timeouts in the benchmark).
+    if tried.contains(&second.address()) {
+        return a.await;
+    }
     tried.push(second.address());
     let remaining = per_try.saturating_sub(delay).max(Duration::from_millis(1));
     let b = one(
         cluster.clone(),
         second,
         request(head, body),
-        remaining,
+        TryBudget {
+            per_try: remaining,
+            deadline,
+        },
         over_limit.clone(),
     );
     tokio::pin!(b);
@@ -321,7 +326,7 @@ pub(super) async fn run(
             pick,
             &head,
             &body,
-            (per_try, hedge),
+            (per_try, hedge, deadline),
             &mut tried,
             over_limit,
         )

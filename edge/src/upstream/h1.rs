@@ -29,7 +29,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
-use super::{BoxError, BreakerSlot, FailureKind, MtlsConnector, UpstreamBody, UpstreamError};
+use super::{
+    BoxError, BreakerSlot, FailureKind, MtlsConnector, TryBudget, UpstreamBody, UpstreamError,
+};
 use crate::metrics as m;
 use codec::{BodyDecoder, Decoded, Framing, H1Error, ResponseHead};
 
@@ -166,6 +168,7 @@ pub(super) async fn send(
     pool: &Arc<H1Pool>,
     addr: SocketAddr,
     req: Request<UpstreamBody>,
+    budget: Option<TryBudget>,
 ) -> Result<Response<H1Body>, UpstreamError> {
     let failed = |kind: FailureKind, source: BoxError| UpstreamError { addr, kind, source };
     let (parts, body) = req.into_parts();
@@ -196,15 +199,31 @@ pub(super) async fn send(
         let mut conn = match pooled {
             Some(conn) => conn,
             None => {
-                let conn = connector
-                    .connect_addr(addr)
-                    .await
-                    .map_err(|e| failed(e.kind(), e.into()))?;
+                // Bounded by the connect timeout (and the request's deadline), not by the
+                // per-try timeout.
+                let connect = connector.connect_addr(addr);
+                let conn = match budget {
+                    Some(b) => tokio::time::timeout_at(b.deadline, connect)
+                        .await
+                        .map_err(|_| b.expired(addr))?,
+                    None => connect.await,
+                }
+                .map_err(|e| failed(e.kind(), e.into()))?;
                 let (io, slot) = conn.into_parts();
                 H1Conn::new(io, slot)
             }
         };
-        match exchange(&mut conn, &wire, &parts.method).await {
+        let exchanged = exchange(&mut conn, &wire, &parts.method);
+        let exchanged = match budget {
+            Some(b) => {
+                match tokio::time::timeout(b.remaining_from(Instant::now()), exchanged).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(b.expired(addr)),
+                }
+            }
+            None => exchanged.await,
+        };
+        match exchanged {
             Ok(head) => return Ok(respond(conn, head, pool, addr)),
             Err(ExchangeError::NothingReceived(e)) if reused && resend_allowed => {
                 tracing::debug!(endpoint = %addr, error = %e, "pooled connection was closed by the upstream; resending on a new one");
