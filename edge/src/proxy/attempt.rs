@@ -219,18 +219,18 @@ async fn race(
         r = &mut a => return r,
         () = tokio::time::sleep(delay) => {}
     }
-    let Ok(room) = cluster.hedge_room() else {
-        return a.await;
-    };
     let Ok(second) = cluster.pick(tried, true) else {
         return a.await;
     };
     // A hedge goes to another endpoint: a second request to the one that is slow only adds
     // load where it hurts (with one endpoint left, or a saturated gateway, it fed a cascade
-    // of per-try timeouts in the benchmark).
+    // of per-try timeouts in the benchmark). Room is taken (and the hedge counted) after.
     if tried.contains(&second.address()) {
         return a.await;
     }
+    let Ok(room) = cluster.hedge_room() else {
+        return a.await;
+    };
     tried.push(second.address());
     let remaining = per_try.saturating_sub(delay).max(Duration::from_millis(1));
     let b = one(
