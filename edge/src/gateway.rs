@@ -112,6 +112,8 @@ pub struct Gateway {
     open: mpsc::Receiver<()>,
     addrs: BoundAddrs,
     workload: Option<X509Source>,
+    /// The watched files as they were when the running config was loaded.
+    loaded_files: watch::Fingerprint,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
@@ -124,7 +126,16 @@ impl Gateway {
     /// Loads `config_path`, binds every listener and starts serving.
     pub async fn start(config_path: &Path, metrics: MetricsRender) -> Result<Self, GatewayError> {
         m::describe();
+        let config_file = [config_path.to_owned()];
+        let config_before = watch::Fingerprint::of(&config_file);
         let config = Arc::new(config::load(config_path)?);
+        // Taken now, not when serving starts: a file changed after this is seen by the
+        // watch. A config file changed while it was being loaded makes the first tick reload.
+        let loaded_files = if watch::Fingerprint::of(&config_file) == config_before {
+            watch::Fingerprint::of(&watch::watched_files(config_path, &config))
+        } else {
+            watch::Fingerprint::CHANGED
+        };
         let workload = match &config.identity {
             IdentityConfig::WorkloadApi { socket } => Some(
                 crate::identity::workload::connect(socket)
@@ -238,6 +249,7 @@ impl Gateway {
             controls,
             open: open_rx,
             workload,
+            loaded_files,
             addrs: BoundAddrs {
                 https: https_addr,
                 http3: http3_addr,
@@ -325,8 +337,9 @@ impl Gateway {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let mut files =
-            watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
+        // Each fingerprint is taken before the reload it triggers, so a file written during a
+        // reload is seen at the next tick (at worst one more reload), never missed.
+        let mut files = self.loaded_files;
         let mut svid_updates = self.workload.as_ref().map(X509Source::subscribe);
         let mut tick = tokio::time::interval(self.config().gateway.watch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,8 +347,8 @@ impl Gateway {
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    let _ = self.reload();
                     files = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
+                    let _ = self.reload();
                 }
                 _ = tick.tick() => {
                     // The gauges count down: a certificate that stopped rotating shows it.
@@ -343,8 +356,8 @@ impl Gateway {
                     let now = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
                     if now != files {
                         tracing::info!("config or certificate files changed: reloading");
+                        files = now;
                         let _ = self.reload();
-                        files = watch::Fingerprint::of(&watch::watched_files(&self.config_path, &self.config()));
                     }
                 }
                 Some(Ok(())) = async {
