@@ -486,14 +486,18 @@ pub struct TryBudget {
 }
 
 impl TryBudget {
-    /// The time the exchange may take when it starts at `now`.
-    pub fn remaining_from(&self, now: Instant) -> Duration {
-        self.per_try
-            .min(self.deadline.saturating_duration_since(now))
+    /// When an exchange starting now must have its response head.
+    fn exchange_ends(&self) -> Instant {
+        (Instant::now() + self.per_try).min(self.deadline)
+    }
+
+    /// The request's deadline (what bounds a new connection besides the connect timeout).
+    fn request_ends(&self) -> Instant {
+        self.deadline
     }
 
     /// The error of a try whose budget ran out.
-    pub fn expired(&self, addr: SocketAddr) -> UpstreamError {
+    fn expired(&self, addr: SocketAddr) -> UpstreamError {
         UpstreamError {
             addr,
             kind: FailureKind::Timeout,
@@ -503,6 +507,22 @@ impl TryBudget {
             )
             .into(),
         }
+    }
+}
+
+/// Runs `fut` until the instant `end` takes from `budget` (unbounded without a budget);
+/// past it, a [`FailureKind::Timeout`] naming `addr`.
+async fn bounded<F: Future>(
+    budget: Option<TryBudget>,
+    end: fn(&TryBudget) -> Instant,
+    addr: SocketAddr,
+    fut: F,
+) -> Result<F::Output, UpstreamError> {
+    match budget {
+        Some(b) => tokio::time::timeout_at(end(&b), fut)
+            .await
+            .map_err(|_| b.expired(addr)),
+        None => Ok(fut.await),
     }
 }
 
@@ -708,16 +728,10 @@ impl UpstreamClient {
             source: e.into(),
         })?;
         *req.version_mut() = http::Version::HTTP_11;
-        let call = pool.client.request(req);
         // hyper's pool hides when a connection is ready: the budget covers the whole call.
-        let result = match budget {
-            Some(b) => match tokio::time::timeout(b.remaining_from(Instant::now()), call).await {
-                Ok(r) => r,
-                Err(_) => return Err(b.expired(addr)),
-            },
-            None => call.await,
-        };
-        let resp = result.map_err(|e| {
+        let call = pool.client.request(req);
+        let resp = bounded(budget, TryBudget::exchange_ends, addr, call).await?;
+        let resp = resp.map_err(|e| {
             let kind =
                 find_cause::<ConnectError>(&e).map_or(FailureKind::Protocol, ConnectError::kind);
             UpstreamError {

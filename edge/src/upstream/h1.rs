@@ -30,7 +30,8 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::{
-    BoxError, BreakerSlot, FailureKind, MtlsConnector, TryBudget, UpstreamBody, UpstreamError,
+    bounded, BoxError, BreakerSlot, FailureKind, MtlsConnector, TryBudget, UpstreamBody,
+    UpstreamError,
 };
 use crate::metrics as m;
 use codec::{BodyDecoder, Decoded, Framing, H1Error, ResponseHead};
@@ -202,28 +203,15 @@ pub(super) async fn send(
                 // Bounded by the connect timeout (and the request's deadline), not by the
                 // per-try timeout.
                 let connect = connector.connect_addr(addr);
-                let conn = match budget {
-                    Some(b) => tokio::time::timeout_at(b.deadline, connect)
-                        .await
-                        .map_err(|_| b.expired(addr))?,
-                    None => connect.await,
-                }
-                .map_err(|e| failed(e.kind(), e.into()))?;
+                let conn = bounded(budget, TryBudget::request_ends, addr, connect)
+                    .await?
+                    .map_err(|e| failed(e.kind(), e.into()))?;
                 let (io, slot) = conn.into_parts();
                 H1Conn::new(io, slot)
             }
         };
         let exchanged = exchange(&mut conn, &wire, &parts.method);
-        let exchanged = match budget {
-            Some(b) => {
-                match tokio::time::timeout(b.remaining_from(Instant::now()), exchanged).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(b.expired(addr)),
-                }
-            }
-            None => exchanged.await,
-        };
-        match exchanged {
+        match bounded(budget, TryBudget::exchange_ends, addr, exchanged).await? {
             Ok(head) => return Ok(respond(conn, head, pool, addr)),
             Err(ExchangeError::NothingReceived(e)) if reused && resend_allowed => {
                 tracing::debug!(endpoint = %addr, error = %e, "pooled connection was closed by the upstream; resending on a new one");

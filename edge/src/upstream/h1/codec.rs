@@ -3,7 +3,7 @@
 //! connection's read buffer (content-length, chunked, or until the connection closes).
 //! Pure functions over byte buffers: no sockets, so the tests drive them directly.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -53,9 +53,7 @@ pub(super) fn encode_request(
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !headers.contains_key(HOST) {
-        let mut line = String::with_capacity(64);
-        let _ = write!(line, "host: {authority}\r\n");
-        out.extend_from_slice(line.as_bytes());
+        let _ = write!(out, "host: {authority}\r\n");
     }
     for (name, value) in headers {
         // The framing is ours: the body is complete and sent with its length.
@@ -68,9 +66,7 @@ pub(super) fn encode_request(
         out.extend_from_slice(b"\r\n");
     }
     if !body.is_empty() || method_implies_body(method) {
-        let mut line = String::with_capacity(24);
-        let _ = write!(line, "content-length: {}\r\n", body.len());
-        out.extend_from_slice(line.as_bytes());
+        let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
