@@ -6,6 +6,13 @@ mod telemetry;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: a request allocates and frees a few dozen small
+/// objects, and glibc's bins (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`) took
+/// about 9% of the gateway's CPU per request in `perf` (BENCHMARKS.md). Built without
+/// transparent huge pages (`no_thp`): with them, peak RSS grew from 22 to 32 MB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     telemetry::init_tracing();

@@ -54,13 +54,19 @@ pub fn parse_traceparent(v: &HeaderValue) -> Option<(&str, &str)> {
     ok.then_some((trace, flags))
 }
 
-/// Appends `bytes` random bytes as lowercase hex.
+/// Appends `bytes` random bytes as lowercase hex, drawing 8 bytes from `rng` at a time
+/// (one draw per byte cost two ChaCha word reads per byte, 40 per request).
 fn push_random_hex(out: &mut String, rng: &mut impl Rng, bytes: usize) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for _ in 0..bytes {
-        let b: u8 = rng.random();
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    let mut left = bytes;
+    while left > 0 {
+        let take = left.min(8);
+        let word = rng.random::<u64>().to_le_bytes();
+        for b in &word[..take] {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        left -= take;
     }
 }
 
@@ -119,7 +125,7 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
         _ => client.to_string(),
     };
     headers.remove(X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));

@@ -233,7 +233,8 @@ async fn race(
     };
     tried.push(second.address());
     let remaining = per_try.saturating_sub(delay).max(Duration::from_millis(1));
-    let b = one(
+    // Boxed like `a`: inline, the rare hedge doubled the size of every request's future.
+    let mut b = Box::pin(one(
         cluster.clone(),
         second,
         request(head, body),
@@ -242,8 +243,7 @@ async fn race(
             deadline,
         },
         over_limit.clone(),
-    );
-    tokio::pin!(b);
+    ));
     let (first_done, a_won) = tokio::select! {
         r = &mut a => (r, true),
         r = &mut b => (r, false),

@@ -201,8 +201,9 @@ pub(super) async fn send(
             Some(conn) => conn,
             None => {
                 // Bounded by the connect timeout (and the request's deadline), not by the
-                // per-try timeout.
-                let connect = connector.connect_addr(addr);
+                // per-try timeout. Boxed: the TLS handshake's state is large and rare, and
+                // inline it made every request's future (moved several times) that large.
+                let connect = Box::pin(connector.connect_addr(addr));
                 let conn = bounded(budget, TryBudget::request_ends, addr, connect)
                     .await?
                     .map_err(|e| failed(e.kind(), e.into()))?;
