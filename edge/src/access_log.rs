@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Dispatch;
@@ -41,9 +41,9 @@ pub struct AccessEntry {
     /// Path and query as received.
     pub path: String,
     /// Route name, empty when none matched.
-    pub route: String,
+    pub route: Arc<str>,
     /// Cluster name, empty when none.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Endpoint called, empty when none.
     pub upstream: String,
     /// Status sent to the client.

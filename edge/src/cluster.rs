@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::Response;
 use metrics::Gauge;
 use tokio::time::Instant;
 
@@ -28,7 +28,7 @@ use crate::resilience::cluster_state::ClusterPolicy;
 use crate::resilience::retry::{NoRetry, Retry, TryContext};
 use crate::resilience::{EndpointId, Outcome, Tier, Zone};
 use crate::upstream::{
-    ConnectionBreaker, FailureKind, ResponseBody, TryBudget, UpstreamBody, UpstreamClient,
+    ConnectionBreaker, FailureKind, Outgoing, ResponseBody, TryBudget, UpstreamClient,
     UpstreamError,
 };
 
@@ -375,10 +375,10 @@ impl Cluster {
     pub async fn send(
         &self,
         pick: &Pick,
-        req: Request<UpstreamBody>,
+        out: Outgoing,
         budget: Option<TryBudget>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        self.shared.client.send(pick.address(), req, budget).await
+        self.shared.client.send(pick.address(), out, budget).await
     }
 
     /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.

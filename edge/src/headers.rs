@@ -26,6 +26,15 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// A header that is hop-by-hop whatever its value (`te` too: kept only when `trailers`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == CONNECTION
+        || *name == TRANSFER_ENCODING
+        || *name == UPGRADE
+        || *name == TE
+        || HOP_BY_HOP.contains(name)
+}
+
 /// True for an `x-request-id` worth keeping: 1-128 visible ASCII characters.
 pub fn is_valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
@@ -78,6 +87,10 @@ fn owned_value(text: String) -> HeaderValue {
 /// Removes hop-by-hop headers: `connection` and the names it lists, `transfer-encoding`,
 /// `upgrade`, `te` unless it is exactly `trailers`, and the fixed list above.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names (no hashing) says so.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)

@@ -29,8 +29,8 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, OVERFLOW_HEADER};
 use crate::route::{normalize_host, RequestInfo};
-use crate::upstream::BoxError;
-use attempt::{Answer, Head, ReqBody};
+use crate::upstream::{BoxError, RequestHead};
+use attempt::{Answer, ReqBody};
 use limit::RouteLimits;
 use request_metrics::RequestMetrics;
 
@@ -110,19 +110,16 @@ impl Proxy {
         let started = Instant::now();
         let rt = self.runtime.load_full();
         let (mut parts, body) = req.into_parts();
-        let host_raw = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
+        // The authority (HTTP/2, HTTP/3) or the Host header; a shared copy, not a string.
+        let host_value = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(HOST).cloned(),
+        };
+        let host_raw = host_value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let host = normalize_host(&host_raw);
+        let host = normalize_host(host_raw);
         // The text fields only serve the access log: not built when it is off.
         let logging = rt.access_log.enabled();
         let mut entry = AccessEntry {
@@ -136,7 +133,7 @@ impl Proxy {
         };
         if logging {
             entry.method = parts.method.to_string();
-            entry.host = host.clone();
+            entry.host = host.clone().into_owned();
             entry.path = parts
                 .uri
                 .path_and_query()
@@ -184,8 +181,8 @@ impl Proxy {
             );
         }
         let cluster_name = route.pick_cluster(roll);
-        entry.cluster = cluster_name.to_owned();
-        let Some(cluster) = rt.clusters.get(cluster_name) else {
+        entry.cluster = cluster_name.clone();
+        let Some(cluster) = rt.clusters.get(&**cluster_name) else {
             return self.local(
                 &rt,
                 entry,
@@ -222,24 +219,28 @@ impl Proxy {
         };
 
         if !parts.headers.contains_key(HOST) && !host_raw.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&host_raw) {
+            if let Some(v) = host_value.clone() {
                 parts.headers.insert(HOST, v);
             }
         }
-        let pq = route.rewrite_path(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-        parts.uri = match pq.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return self.local(
-                    &rt,
-                    entry,
-                    started,
-                    StatusCode::BAD_REQUEST,
-                    "bad_path",
-                    &request_id,
-                )
-            }
-        };
+        // Only a rewritten path makes a new URI; the upstream client takes the path and
+        // query of this one and sets scheme and authority itself.
+        if route.rewrite.is_some() {
+            let pq = route.rewrite_path(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            parts.uri = match pq.parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    return self.local(
+                        &rt,
+                        entry,
+                        started,
+                        StatusCode::BAD_REQUEST,
+                        "bad_path",
+                        &request_id,
+                    )
+                }
+            };
+        }
         let limit = usize::try_from(route.max_request_body_bytes).unwrap_or(usize::MAX);
         // The limit error does not always surface through the client (an HTTP/2 upstream
         // just sees a reset stream), so the body remembers that it hit the limit.
@@ -248,22 +249,27 @@ impl Proxy {
         // A GET or HEAD without content-length carries no body in practice, but only its
         // end says so (HTTP/3 streams, chunked HTTP/1.1): read it, so that the request can
         // be retried and hedged like any other GET.
-        let small = body.is_end_stream()
+        let empty = body.is_end_stream();
+        let small = empty
             || entry
                 .request_bytes
                 .is_some_and(|n| n <= REPLAY_MAX_BODY_BYTES)
             || (entry.request_bytes.is_none()
                 && matches!(parts.method, http::Method::GET | http::Method::HEAD));
-        let body = Limited::new(body.map_err(Into::into), limit)
-            .map_err(move |e| {
-                if e.is::<LengthLimitError>() {
-                    flag.store(true, Ordering::SeqCst);
-                }
-                e
-            })
-            .boxed_unsync();
-        let body = if small {
-            match body.collect().await {
+        let limited = move |body: B| {
+            Limited::new(body.map_err(Into::into), limit)
+                .map_err(move |e| {
+                    if e.is::<LengthLimitError>() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    e
+                })
+                .boxed_unsync()
+        };
+        let body = if empty {
+            ReqBody::Buffered(Bytes::new())
+        } else if small {
+            match limited(body).collect().await {
                 Ok(b) => ReqBody::Buffered(b.to_bytes()),
                 Err(e) => {
                     let (status, reason) = if over_limit.load(Ordering::SeqCst)
@@ -279,9 +285,9 @@ impl Proxy {
                 }
             }
         } else {
-            ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(body))))
+            ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(limited(body)))))
         };
-        let head = Head {
+        let head = RequestHead {
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,

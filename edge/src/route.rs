@@ -2,6 +2,8 @@
 //! route in configuration order; the route names a cluster (or a weighted split) and how
 //! the path is rewritten. No sockets here; `route/tests.rs` drives it with tables.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -125,8 +127,8 @@ impl RouteMatch {
 /// A cluster with a share of a split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedCluster {
-    /// Cluster name.
-    pub cluster: String,
+    /// Cluster name (shared with every request's access entry: no copy per request).
+    pub cluster: Arc<str>,
     /// Relative weight (> 0 for at least one entry).
     pub weight: u32,
 }
@@ -135,7 +137,7 @@ pub struct WeightedCluster {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// One cluster.
-    Cluster(String),
+    Cluster(Arc<str>),
     /// Weighted clusters (canary); the total weight is positive.
     Split(Vec<WeightedCluster>),
 }
@@ -157,8 +159,8 @@ pub enum PathRewrite {
 /// One route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// Name (a metric label).
-    pub name: String,
+    /// Name (a metric label; shared with every request's access entry).
+    pub name: Arc<str>,
     /// Conditions.
     pub matcher: RouteMatch,
     /// Target.
@@ -176,7 +178,7 @@ pub struct Route {
 impl Route {
     /// The cluster for this request; `roll` is uniform in `0..u32::MAX` (pass it in so that
     /// tests choose it).
-    pub fn pick_cluster(&self, roll: u32) -> &str {
+    pub fn pick_cluster(&self, roll: u32) -> &Arc<str> {
         match &self.backend {
             Backend::Cluster(c) => c,
             Backend::Split(parts) => {
@@ -245,7 +247,7 @@ impl RouteTable {
 }
 
 /// The host of a request: `:authority` or `Host`, lowercase, without port or trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let no_port = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
@@ -253,7 +255,12 @@ pub fn normalize_host(raw: &str) -> String {
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(raw, |(h, _)| h)
     };
-    no_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = no_port.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 #[cfg(test)]

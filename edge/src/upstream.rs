@@ -5,6 +5,7 @@
 //! rest through hyper-util's pooled client.
 
 mod h1;
+mod outgoing;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
@@ -38,6 +40,8 @@ use crate::resilience::breaker::{CircuitOpen, Resource};
 
 /// Error type of bodies sent upstream.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub use outgoing::{Outgoing, RequestHead};
+
 /// Request body sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -694,7 +698,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         addr: SocketAddr,
-        mut req: Request<UpstreamBody>,
+        out: Outgoing,
         budget: Option<TryBudget>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         if let Some(not_after) = self.own_svid_expired() {
@@ -705,17 +709,36 @@ impl UpstreamClient {
             });
         }
         let pool = self.client();
-        if let Some(h1) = &pool.h1 {
-            let complete = req
-                .body()
-                .size_hint()
-                .exact()
-                .is_some_and(|n| n <= h1::BUFFERED_BODY_MAX_BYTES);
-            if complete {
-                let resp = h1::send(&self.connector, h1, addr, req, budget).await?;
+        let small = |n: u64| n <= h1::BUFFERED_BODY_MAX_BYTES;
+        let out = match (&pool.h1, out) {
+            (Some(h1), Outgoing::Buffered(head, body)) if small(body.len() as u64) => {
+                let resp = h1::send(&self.connector, h1, addr, &head, &body, budget).await?;
                 return Ok(resp.map(ResponseBody::H1));
             }
-        }
+            (Some(h1), Outgoing::Request(req))
+                if req.body().size_hint().exact().is_some_and(small) =>
+            {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| UpstreamError {
+                        addr,
+                        kind: FailureKind::Protocol,
+                        source: e,
+                    })?
+                    .to_bytes();
+                let head = RequestHead {
+                    method: parts.method,
+                    uri: parts.uri,
+                    headers: parts.headers,
+                };
+                let resp = h1::send(&self.connector, h1, addr, &head, &body, budget).await?;
+                return Ok(resp.map(ResponseBody::H1));
+            }
+            (_, out) => out,
+        };
+        let mut req = out.into_request();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         parts.authority = Some(authority(addr));

@@ -51,7 +51,7 @@ impl HealthProbe for MtlsProbe {
                 Ok(r) => r,
                 Err(_) => return CheckResult::Status { status: 0 },
             };
-            match self.client.send(endpoint.0, req, None).await {
+            match self.client.send(endpoint.0, req.into(), None).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     // Read the (small) body so that the connection can be reused.

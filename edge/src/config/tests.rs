@@ -60,13 +60,13 @@ fn base_config_is_typed() {
     assert_eq!((eps[0].weight, eps[1].weight, eps[1].priority), (1, 3, 1));
     assert_eq!(c.clusters["canary"].protocol, UpstreamProtocol::Http2);
     let r = &c.routes.routes()[0];
-    assert_eq!(r.name, "pay");
+    assert_eq!(&*r.name, "pay");
     assert_eq!(r.timeout, Some(Duration::from_secs(2)));
     assert_eq!(
         r.matcher.methods,
         vec![http::Method::GET, http::Method::POST]
     );
-    assert_eq!(c.routes.routes()[1].name, "route1");
+    assert_eq!(&*c.routes.routes()[1].name, "route1");
     assert_eq!(c.access_log, AccessLogConfig::Stderr);
 }
 

@@ -20,7 +20,7 @@ pub fn location(host: &str, path_and_query: &str, port: u16) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
-        host
+        host.into_owned()
     };
     if port == 443 {
         format!("https://{host}{path_and_query}")

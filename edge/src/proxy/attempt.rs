@@ -18,9 +18,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, LengthLimitError};
+use http_body_util::{BodyExt, LengthLimitError};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -29,7 +29,8 @@ use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::retry::TryContext;
 use crate::resilience::Outcome;
 use crate::upstream::{
-    find_cause, BoxError, ConnectError, FailureKind, ResponseBody, TryBudget, UpstreamBody,
+    find_cause, BoxError, ConnectError, FailureKind, Outgoing, RequestHead, ResponseBody,
+    TryBudget, UpstreamBody,
 };
 
 /// A request body as the tries see it.
@@ -86,13 +87,6 @@ fn untouched(slot: &Slot) -> bool {
         .is_some()
 }
 
-/// The request head every try sends.
-pub(super) struct Head {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-}
-
 /// How the request ended.
 pub(super) enum Answer {
     /// An upstream response to forward, and who sent it.
@@ -117,38 +111,37 @@ impl TryResult {
     }
 }
 
-fn request(head: &Head, body: &ReqBody) -> Request<UpstreamBody> {
-    let body = match body {
-        ReqBody::Buffered(b) => Full::new(b.clone())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-        ReqBody::Streaming(slot) => {
-            let hint = slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .map(Body::size_hint)
-                .unwrap_or_default();
-            Deferred {
-                slot: slot.clone(),
-                inner: None,
-                hint,
-            }
-            .boxed_unsync()
-        }
+/// What a try sends: a buffered body with the shared head, or a request of its own whose
+/// body takes the stream when first polled.
+fn outgoing(head: &Arc<RequestHead>, body: &ReqBody) -> Outgoing {
+    let slot = match body {
+        ReqBody::Buffered(b) => return Outgoing::Buffered(head.clone(), b.clone()),
+        ReqBody::Streaming(slot) => slot,
     };
+    let hint = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(Body::size_hint)
+        .unwrap_or_default();
+    let body = Deferred {
+        slot: slot.clone(),
+        inner: None,
+        hint,
+    }
+    .boxed_unsync();
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = head.uri.clone();
     *req.headers_mut() = head.headers.clone();
-    req
+    Outgoing::Request(req)
 }
 
 /// One try, bounded by `per_try`, reported to the cluster.
 async fn one(
     cluster: Arc<Cluster>,
     pick: Pick,
-    req: Request<UpstreamBody>,
+    req: Outgoing,
     budget: TryBudget,
     over_limit: Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
@@ -160,8 +153,9 @@ async fn one(
         endpoint = %addr,
         reason = pick.decision().reason.as_str(),
     );
-    let result = cluster
-        .send(&pick, req, Some(budget))
+    // Boxed: the upstream call's state (connection, exchange, timers) is the bulk of a
+    // request's future; inline, every layer above copied it when it moved a future.
+    let result = Box::pin(cluster.send(&pick, req, Some(budget)))
         .instrument(span)
         .await;
     let now = Instant::now();
@@ -198,7 +192,7 @@ async fn one(
 async fn race(
     cluster: &Arc<Cluster>,
     first: Pick,
-    head: &Head,
+    head: &Arc<RequestHead>,
     body: &ReqBody,
     (per_try, hedge, deadline): (Duration, Option<Duration>, Instant),
     tried: &mut Vec<SocketAddr>,
@@ -207,7 +201,7 @@ async fn race(
     let a = one(
         cluster.clone(),
         first,
-        request(head, body),
+        outgoing(head, body),
         TryBudget { per_try, deadline },
         over_limit.clone(),
     );
@@ -237,7 +231,7 @@ async fn race(
     let mut b = Box::pin(one(
         cluster.clone(),
         second,
-        request(head, body),
+        outgoing(head, body),
         TryBudget {
             per_try: remaining,
             deadline,
@@ -268,7 +262,7 @@ async fn race(
 /// Runs the tries of a request until an answer, the deadline or the end of retries.
 pub(super) async fn run(
     cluster: &Arc<Cluster>,
-    head: Head,
+    head: RequestHead,
     body: ReqBody,
     deadline: Instant,
     over_limit: &Arc<AtomicBool>,
@@ -283,6 +277,7 @@ pub(super) async fn run(
         return Answer::Local(StatusCode::SERVICE_UNAVAILABLE, "own_svid_expired", None);
     }
     let idempotent = crate::resilience::retry::is_idempotent(&head.method);
+    let head = Arc::new(head);
     let replayable = matches!(body, ReqBody::Buffered(_));
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut prefer_other_zone = false;
@@ -383,13 +378,15 @@ pub(super) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, Method, Uri};
+    use http_body_util::Full;
 
-    fn head() -> Head {
-        Head {
+    fn head() -> Arc<RequestHead> {
+        Arc::new(RequestHead {
             method: Method::POST,
             uri: Uri::from_static("/upload"),
             headers: HeaderMap::new(),
-        }
+        })
     }
 
     #[tokio::test]
@@ -400,17 +397,17 @@ mod tests {
         let slot: Slot = Arc::new(Mutex::new(Some(stream)));
         let body = ReqBody::Streaming(slot.clone());
         // A try that never sent its body (connect failure) leaves it in the slot.
-        let unsent = request(&head(), &body);
+        let unsent = outgoing(&head(), &body).into_request();
         assert_eq!(unsent.body().size_hint().exact(), Some(7));
         drop(unsent);
         assert!(untouched(&slot));
         // The next try takes it.
-        let sent = request(&head(), &body);
+        let sent = outgoing(&head(), &body).into_request();
         let got = sent.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], b"payload");
         assert!(!untouched(&slot));
         // A later try cannot send it twice.
-        let again = request(&head(), &body);
+        let again = outgoing(&head(), &body).into_request();
         assert!(again.into_body().collect().await.is_err());
     }
 
@@ -418,7 +415,7 @@ mod tests {
     async fn a_buffered_body_is_sent_by_every_try() {
         let body = ReqBody::Buffered(Bytes::from_static(b"small"));
         for _ in 0..2 {
-            let req = request(&head(), &body);
+            let req = outgoing(&head(), &body).into_request();
             assert_eq!(req.method(), Method::POST);
             let got = req.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&got[..], b"small");

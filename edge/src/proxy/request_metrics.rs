@@ -3,7 +3,7 @@
 //! Going through the `metrics::counter!` macro with owned labels costs a label vector, a
 //! copy of every label into the recorder's key and a registry lookup on every request.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ struct RouteClusterMetrics {
 /// cache stays as small as the config).
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    by_route: RwLock<HashMap<String, HashMap<String, Arc<RouteClusterMetrics>>>>,
+    /// Route and cluster names come from the config: FxHash, not SipHash.
+    by_route: RwLock<FxHashMap<String, FxHashMap<String, Arc<RouteClusterMetrics>>>>,
 }
 
 impl RequestMetrics {

@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -143,7 +144,8 @@ pub struct Balancer {
     config: BalancerConfig,
     local_zone: Option<Zone>,
     endpoints: Vec<EndpointState>,
-    index: HashMap<EndpointId, usize>,
+    /// By endpoint address (from config or DNS, not from clients): FxHash, not SipHash.
+    index: FxHashMap<EndpointId, usize>,
     plan: Option<plan::Plan>,
 }
 
@@ -156,7 +158,7 @@ impl Balancer {
             config,
             local_zone,
             endpoints: Vec::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             plan: None,
         }
     }

@@ -13,7 +13,7 @@
 
 mod codec;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -21,16 +21,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::{
-    bounded, BoxError, BreakerSlot, FailureKind, MtlsConnector, TryBudget, UpstreamBody,
+    bounded, BoxError, BreakerSlot, FailureKind, MtlsConnector, RequestHead, TryBudget,
     UpstreamError,
 };
 use crate::metrics as m;
@@ -44,7 +43,9 @@ const READ_CHUNK: usize = 4096;
 
 /// An mTLS connection speaking HTTP/1.1, with its read buffer.
 struct H1Conn {
-    io: TlsStream<TcpStream>,
+    /// Boxed: the TLS state is about a kilobyte, and a connection moves in and out of the
+    /// pool on every request.
+    io: Box<TlsStream<TcpStream>>,
     buf: BytesMut,
     _slot: BreakerSlot,
 }
@@ -52,7 +53,7 @@ struct H1Conn {
 impl H1Conn {
     fn new(io: TlsStream<TcpStream>, slot: BreakerSlot) -> Self {
         Self {
-            io,
+            io: Box::new(io),
             buf: BytesMut::with_capacity(READ_CHUNK),
             _slot: slot,
         }
@@ -85,7 +86,8 @@ struct Idle {
 
 /// Idle connections of one SVID generation, by endpoint (most recently used first out).
 pub(super) struct H1Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    /// Keyed by endpoint address (from config or DNS, not from clients): FxHash, not SipHash.
+    idle: Mutex<FxHashMap<SocketAddr, Vec<Idle>>>,
     max_idle_per_endpoint: usize,
     idle_timeout: Duration,
 }
@@ -168,27 +170,15 @@ pub(super) async fn send(
     connector: &MtlsConnector,
     pool: &Arc<H1Pool>,
     addr: SocketAddr,
-    req: Request<UpstreamBody>,
+    head: &RequestHead,
+    body: &Bytes,
     budget: Option<TryBudget>,
 ) -> Result<Response<H1Body>, UpstreamError> {
     let failed = |kind: FailureKind, source: BoxError| UpstreamError { addr, kind, source };
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| failed(FailureKind::Protocol, e))?
-        .to_bytes();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut wire = Vec::with_capacity(512 + body.len());
-    codec::encode_request(
-        &mut wire,
-        &parts.method,
-        target,
-        &parts.headers,
-        addr,
-        &body,
-    );
-    let resend_allowed = crate::resilience::retry::is_idempotent(&parts.method);
+    codec::encode_request(&mut wire, &head.method, target, &head.headers, addr, body);
+    let resend_allowed = crate::resilience::retry::is_idempotent(&head.method);
     let mut pooled_allowed = true;
     loop {
         let pooled = if pooled_allowed {
@@ -211,7 +201,7 @@ pub(super) async fn send(
                 H1Conn::new(io, slot)
             }
         };
-        let exchanged = exchange(&mut conn, &wire, &parts.method);
+        let exchanged = exchange(&mut conn, &wire, &head.method);
         match bounded(budget, TryBudget::exchange_ends, addr, exchanged).await? {
             Ok(head) => return Ok(respond(conn, head, pool, addr)),
             Err(ExchangeError::NothingReceived(e)) if reused && resend_allowed => {

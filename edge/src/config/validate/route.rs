@@ -91,7 +91,7 @@ pub(super) fn route(
     let backend = match (&r.cluster, r.split.is_empty()) {
         (Some(name), true) => {
             known(c, format!("{key}.cluster"), name);
-            Some(Backend::Cluster(name.clone()))
+            Some(Backend::Cluster(name.as_str().into()))
         }
         (None, false) => {
             for (j, s) in r.split.iter().enumerate() {
@@ -104,7 +104,7 @@ pub(super) fn route(
                 r.split
                     .iter()
                     .map(|s| WeightedCluster {
-                        cluster: s.cluster.clone(),
+                        cluster: s.cluster.as_str().into(),
                         weight: s.weight,
                     })
                     .collect(),
@@ -151,7 +151,7 @@ pub(super) fn route(
         c.fail(format!("{key}.rate_limit.{}", e.key), e.problem);
     }
     Some(Route {
-        name: r.name.clone().unwrap_or_else(|| format!("route{i}")),
+        name: r.name.clone().unwrap_or_else(|| format!("route{i}")).into(),
         matcher: RouteMatch {
             hosts,
             path,

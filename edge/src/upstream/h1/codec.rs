@@ -4,6 +4,7 @@
 //! Pure functions over byte buffers: no sockets, so the tests drive them directly.
 
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -105,9 +106,15 @@ pub(super) fn parse_head(
     method: &Method,
 ) -> Result<Option<ResponseHead>, H1Error> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(buf) {
+        // Uninitialised slots: initialising 128 of them cost more than parsing a short head.
+        let mut slots =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD_BYTES => {
                 return Err(H1Error::HeadTooLarge)

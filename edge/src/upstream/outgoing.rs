@@ -1,0 +1,79 @@
+//! What one try sends upstream: a complete body with a head shared by every try of the
+//! request (the in-task HTTP/1.1 client writes it from there, nothing copied per try), or
+//! a request of its own (streamed bodies, health checks; hyper's client takes those).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+
+use super::UpstreamBody;
+
+/// The head of a request sent upstream; the URI's path and query are what is sent (the
+/// client sets scheme and authority for the endpoint).
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Method.
+    pub method: Method,
+    /// URI (only its path and query are used).
+    pub uri: Uri,
+    /// Headers, already prepared for the upstream.
+    pub headers: HeaderMap,
+}
+
+/// What one try sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A complete body and the head every try of the request shares.
+    Buffered(Arc<RequestHead>, Bytes),
+    /// A request of its own.
+    Request(Request<UpstreamBody>),
+}
+
+impl Outgoing {
+    /// As an `http::Request` (the shared head copied).
+    pub fn into_request(self) -> Request<UpstreamBody> {
+        match self {
+            Outgoing::Request(req) => req,
+            Outgoing::Buffered(head, body) => {
+                let body = Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let mut req = Request::new(body);
+                *req.method_mut() = head.method.clone();
+                *req.uri_mut() = head.uri.clone();
+                *req.headers_mut() = head.headers.clone();
+                req
+            }
+        }
+    }
+}
+
+impl From<Request<UpstreamBody>> for Outgoing {
+    fn from(req: Request<UpstreamBody>) -> Self {
+        Outgoing::Request(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_shared_head_becomes_a_request_with_its_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", "1".parse().unwrap());
+        let head = Arc::new(RequestHead {
+            method: Method::PUT,
+            uri: Uri::from_static("/p?q=1"),
+            headers,
+        });
+        let req = Outgoing::Buffered(head, Bytes::from_static(b"body")).into_request();
+        assert_eq!(req.method(), Method::PUT);
+        assert_eq!(req.uri(), "/p?q=1");
+        assert_eq!(req.headers()["x-a"], "1");
+        let got = req.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"body");
+    }
+}
