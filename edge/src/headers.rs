@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{Entry, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
@@ -79,6 +79,30 @@ fn push_random_hex(out: &mut String, rng: &mut impl Rng, bytes: usize) {
     }
 }
 
+/// Appends `ip` as text (IPv4 without the formatting machinery: it runs for every request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// A header value that takes `text` over without copying it.
 fn owned_value(text: String) -> HeaderValue {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).expect("hex is a valid header value")
@@ -92,17 +116,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if headers.contains_key(CONNECTION) {
-        let listed: Vec<HeaderName> = headers
+        let mut listed = Vec::new();
+        let tokens = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
+            .map(str::trim);
+        for token in tokens {
+            // `close` names no header; `keep-alive` is on the fixed list below.
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                listed.push(name);
+            }
+        }
         for name in listed {
             headers.remove(name);
         }
         headers.remove(CONNECTION);
+        // `connection: keep-alive` (every HTTP/1.1 upstream's answer) was often the only one.
+        if !headers.keys().any(is_hop_by_hop) {
+            return;
+        }
     }
     headers.remove(TRANSFER_ENCODING);
     headers.remove(UPGRADE);
@@ -123,29 +160,53 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `x-forwarded-for`, `x-forwarded-proto: https`, `traceparent` continued or started.
 pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl Rng) -> HeaderValue {
     strip_hop_by_hop(headers);
-    let request_id = match headers.get(X_REQUEST_ID) {
-        Some(v) if is_valid_request_id(v) => v.clone(),
-        _ => {
-            let mut id = String::with_capacity(32);
-            push_random_hex(&mut id, rng, 16);
-            owned_value(id)
+    let new_id = |rng: &mut _| {
+        let mut id = String::with_capacity(32);
+        push_random_hex(&mut id, rng, 16);
+        owned_value(id)
+    };
+    // One lookup per header (`entry`); `insert` on an entry replaces every value.
+    let request_id = match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(mut e) => {
+            let id = if is_valid_request_id(e.get()) {
+                e.get().clone()
+            } else {
+                new_id(rng)
+            };
+            e.insert(id.clone());
+            id
         }
+        Entry::Vacant(e) => e.insert(new_id(rng)).clone(),
     };
-    headers.insert(X_REQUEST_ID, request_id.clone());
 
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
-    };
-    headers.remove(X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR, v);
+    let mut xff = String::with_capacity(48);
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut e) => {
+            if let Some(prev) = e.get().to_str().ok().filter(|p| !p.trim().is_empty()) {
+                xff.push_str(prev);
+                xff.push_str(", ");
+            }
+            push_ip(&mut xff, client);
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+                e.insert(v);
+            } else {
+                e.remove();
+            }
+        }
+        Entry::Vacant(e) => {
+            push_ip(&mut xff, client);
+            e.insert(owned_value(xff));
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 
     let mut tp = String::with_capacity(55);
     tp.push_str("00-");
-    let flags = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
+    let traceparent = match headers.entry(TRACEPARENT) {
+        Entry::Occupied(e) => e,
+        Entry::Vacant(e) => e.insert_entry(HeaderValue::from_static("")),
+    };
+    let flags = match parse_traceparent(traceparent.get()) {
         Some((trace, flags)) => {
             tp.push_str(trace);
             flags
@@ -159,8 +220,8 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     push_random_hex(&mut tp, rng, 8);
     tp.push('-');
     tp.push_str(flags);
-    let tp = owned_value(tp);
-    headers.insert(TRACEPARENT, tp);
+    let mut traceparent = traceparent;
+    traceparent.insert(owned_value(tp));
     request_id
 }
 

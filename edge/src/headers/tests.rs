@@ -117,3 +117,45 @@ fn hop_by_hop_headers_removed() {
     let h = prepared(&[("te", "trailers")]);
     assert_eq!(h.get("te").unwrap(), "trailers");
 }
+
+#[test]
+fn duplicate_request_ids_become_one() {
+    let h = prepared(&[("x-request-id", "first"), ("x-request-id", "second")]);
+    let ids: Vec<_> = h.get_all(X_REQUEST_ID).iter().collect();
+    assert_eq!(ids, ["first"]);
+}
+
+#[test]
+fn connection_keep_alive_alone_is_removed_and_the_rest_kept() {
+    let mut h = map(&[
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("content-length", "100"),
+        ("server", "nginx"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert!(!h.contains_key("connection") && !h.contains_key("keep-alive"));
+    assert_eq!(h.len(), 2, "{h:?}");
+    let mut h = map(&[("connection", "close"), ("upgrade", "h2c"), ("x-a", "1")]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.keys().collect::<Vec<_>>(), ["x-a"]);
+}
+
+#[test]
+fn client_addresses_are_written_like_display() {
+    for ip in [
+        "0.0.0.0",
+        "9.10.99.100",
+        "192.168.1.255",
+        "255.255.255.255",
+        "198.18.0.1",
+        "::1",
+        "2001:db8::7",
+        "::ffff:198.18.0.1",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut out = String::new();
+        push_ip(&mut out, ip);
+        assert_eq!(out, ip.to_string());
+    }
+}
