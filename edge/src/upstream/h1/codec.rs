@@ -106,6 +106,9 @@ pub(super) fn parse_head(
     method: &Method,
 ) -> Result<Option<ResponseHead>, H1Error> {
     loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
         // Uninitialised slots: initialising 128 of them cost more than parsing a short head.
         let mut slots =
             [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
@@ -136,8 +139,18 @@ pub(super) fn parse_head(
             continue;
         }
         let http10 = parsed.version == Some(0);
+        let mut connection = ConnectionTokens::default();
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
+            // `connection: keep-alive|close` and `keep-alive` concern this connection only:
+            // read here and left out (the proxy would strip them); a `connection` header
+            // naming other headers stays for the proxy's hop-by-hop rules.
+            if h.name.eq_ignore_ascii_case("connection") && connection.read(h.value) {
+                continue;
+            }
+            if h.name.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| H1Error::Head(format!("header name {:?}", h.name)))?;
             let value = HeaderValue::from_bytes(h.value)
@@ -146,7 +159,7 @@ pub(super) fn parse_head(
         }
         buf.advance(len);
         let framing = framing(method, status, &headers)?;
-        let keep_alive = framing != Framing::UntilClose && keeps_alive(http10, &headers);
+        let keep_alive = framing != Framing::UntilClose && connection.keeps_alive(http10);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = Version::HTTP_11;
@@ -159,19 +172,36 @@ pub(super) fn parse_head(
     }
 }
 
-fn keeps_alive(http10: bool, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if http10 {
-        has("keep-alive")
-    } else {
-        !has("close")
+/// The `keep-alive` and `close` options of a response's `connection` headers.
+#[derive(Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// Notes the options of one `connection` value; false when it names anything else
+    /// (other headers to drop), so the header is kept for the proxy.
+    fn read(&mut self, value: &[u8]) -> bool {
+        let mut only_options = true;
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                only_options = false;
+            }
+        }
+        only_options
+    }
+
+    fn keeps_alive(&self, http10: bool) -> bool {
+        if http10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
     }
 }
 

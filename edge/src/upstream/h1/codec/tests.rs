@@ -174,6 +174,29 @@ fn keep_alive_by_version_and_connection_header() {
         "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
     ));
     assert!(!alive("HTTP/1.1 200 OK\r\n\r\n"), "until-close body");
+    assert!(!alive(
+        "HTTP/1.1 200 OK\r\nConnection: x-trace, close\r\nContent-Length: 0\r\n\r\n"
+    ));
+}
+
+#[test]
+fn connection_options_are_read_and_left_out_of_the_headers() {
+    let headers = |text: &str| {
+        let h = head(text, Method::GET).0.unwrap().unwrap();
+        (h.keep_alive, h.response.headers().clone())
+    };
+    let (alive, h) = headers(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: up\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(alive);
+    assert_eq!(h.keys().collect::<Vec<_>>(), ["server", "content-length"]);
+    // A connection header naming another header stays for the proxy's hop-by-hop rules.
+    let (alive, h) = headers(
+        "HTTP/1.1 200 OK\r\nConnection: x-trace\r\nX-Trace: 1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(alive);
+    assert_eq!(h["connection"], "x-trace");
+    assert_eq!(h["x-trace"], "1");
 }
 
 #[test]
