@@ -179,30 +179,29 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
         Entry::Vacant(e) => e.insert(new_id(rng)).clone(),
     };
 
+    // A previous value that is text (visible ASCII) keeps the result a valid value.
     let mut xff = String::with_capacity(48);
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(mut e) => {
-            if let Some(prev) = e.get().to_str().ok().filter(|p| !p.trim().is_empty()) {
-                xff.push_str(prev);
-                xff.push_str(", ");
-            }
-            push_ip(&mut xff, client);
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-                e.insert(v);
-            } else {
-                e.remove();
-            }
-        }
-        Entry::Vacant(e) => {
-            push_ip(&mut xff, client);
-            e.insert(owned_value(xff));
-        }
+    let mut forwarded = match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(e) => e,
+        Entry::Vacant(e) => e.insert_entry(HeaderValue::from_static("")),
+    };
+    if let Some(prev) = forwarded
+        .get()
+        .to_str()
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    {
+        xff.push_str(prev);
+        xff.push_str(", ");
     }
+    push_ip(&mut xff, client);
+    forwarded.insert(owned_value(xff));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 
     let mut tp = Vec::with_capacity(55);
     tp.extend_from_slice(b"00-");
-    let traceparent = match headers.entry(TRACEPARENT) {
+    // An empty placeholder when absent (it parses as no parent), replaced below.
+    let mut traceparent = match headers.entry(TRACEPARENT) {
         Entry::Occupied(e) => e,
         Entry::Vacant(e) => e.insert_entry(HeaderValue::from_static("")),
     };
@@ -220,7 +219,6 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     push_random_hex(&mut tp, rng, 8);
     tp.push(b'-');
     tp.extend_from_slice(flags.as_bytes());
-    let mut traceparent = traceparent;
     traceparent.insert(owned_value(tp));
     request_id
 }

@@ -287,11 +287,7 @@ impl Proxy {
         } else {
             ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(limited(body)))))
         };
-        let head = RequestHead {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-        };
+        let head = RequestHead::from(parts);
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
         let answer = attempt::run(cluster, head, body, started + timeout, &over_limit).await;
         entry.upstream_duration = Some(started.elapsed());

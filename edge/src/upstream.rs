@@ -38,10 +38,10 @@ use crate::identity::ClientCertResolver;
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, Resource};
 
-/// Error type of bodies sent upstream.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub use outgoing::{Outgoing, RequestHead};
 
+/// Error type of bodies sent upstream.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// Request body sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -728,11 +728,7 @@ impl UpstreamClient {
                         source: e,
                     })?
                     .to_bytes();
-                let head = RequestHead {
-                    method: parts.method,
-                    uri: parts.uri,
-                    headers: parts.headers,
-                };
+                let head = RequestHead::from(parts);
                 let resp = h1::send(&self.connector, h1, addr, &head, &body, budget).await?;
                 return Ok(resp.map(ResponseBody::H1));
             }

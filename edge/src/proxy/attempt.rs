@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError};
 use tokio::time::Instant;
@@ -130,11 +130,7 @@ fn outgoing(head: &Arc<RequestHead>, body: &ReqBody) -> Outgoing {
         hint,
     }
     .boxed_unsync();
-    let mut req = Request::new(body);
-    *req.method_mut() = head.method.clone();
-    *req.uri_mut() = head.uri.clone();
-    *req.headers_mut() = head.headers.clone();
-    Outgoing::Request(req)
+    Outgoing::Request(head.to_request(body))
 }
 
 /// One try, bounded by `per_try`, reported to the cluster.

@@ -3,11 +3,11 @@
 //! Going through the `metrics::counter!` macro with owned labels costs a label vector, a
 //! copy of every label into the recorder's key and a registry lookup on every request.
 
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+use rustc_hash::FxHashMap;
 
 use crate::metrics as m;
 

@@ -22,6 +22,27 @@ pub struct RequestHead {
     pub headers: HeaderMap,
 }
 
+impl RequestHead {
+    /// A request with a copy of this head and `body`.
+    pub fn to_request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+impl From<http::request::Parts> for RequestHead {
+    fn from(parts: http::request::Parts) -> Self {
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        }
+    }
+}
+
 /// What one try sends.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -36,16 +57,11 @@ impl Outgoing {
     pub fn into_request(self) -> Request<UpstreamBody> {
         match self {
             Outgoing::Request(req) => req,
-            Outgoing::Buffered(head, body) => {
-                let body = Full::new(body)
+            Outgoing::Buffered(head, body) => head.to_request(
+                Full::new(body)
                     .map_err(|never| match never {})
-                    .boxed_unsync();
-                let mut req = Request::new(body);
-                *req.method_mut() = head.method.clone();
-                *req.uri_mut() = head.uri.clone();
-                *req.headers_mut() = head.headers.clone();
-                req
-            }
+                    .boxed_unsync(),
+            ),
         }
     }
 }
