@@ -223,5 +223,40 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     request_id
 }
 
+/// The `keep-alive` and `close` options of a message's `connection` headers (RFC 9112
+/// section 9.3): whether the connection it came on stays open.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionOptions {
+    /// Notes the options of one `connection` value; false when it names anything else
+    /// (other headers to drop), so the header must be kept for the hop-by-hop rules.
+    pub(crate) fn read(&mut self, value: &[u8]) -> bool {
+        let mut only_options = true;
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                only_options = false;
+            }
+        }
+        only_options
+    }
+
+    /// Whether the connection stays open after this message (HTTP/1.0: only when asked).
+    pub(crate) fn keeps_alive(&self, http10: bool) -> bool {
+        if http10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

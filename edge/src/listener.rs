@@ -3,6 +3,7 @@
 //! accepting when told to, and drain their connections (GOAWAY / `connection: close`).
 
 pub mod deadline;
+pub mod h1;
 pub mod quic;
 pub mod redirect;
 pub mod tls;

@@ -8,8 +8,12 @@ pub const REQUESTS_TOTAL: &str = "meshedge_edge_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "meshedge_edge_request_duration_seconds";
 /// Requests that matched no route (404).
 pub const NO_ROUTE_TOTAL: &str = "meshedge_edge_no_route_total";
-/// Requests refused by listener protection, by `reason` (`body_too_large`, ...).
+/// Requests refused by listener protection, by `reason` (`body_too_large`,
+/// `header_timeout`, `head_too_large`, `too_many_headers`, `malformed_head`, ...).
 pub const REQUESTS_REFUSED_TOTAL: &str = "meshedge_edge_requests_refused_total";
+/// HTTP/1.1 connections the fast path handed to hyper, by `reason` (`body_to_come`,
+/// `transfer_encoding`, `expect`, `upgrade`, `connect`, `content_length`).
+pub const H1_HANDOFFS_TOTAL: &str = "meshedge_edge_h1_handoffs_total";
 /// Upstream calls that failed, by `cluster` and `reason` (`connect`, `timeout`, `tls`,
 /// `identity`, `protocol`, `no_endpoint`).
 pub const UPSTREAM_FAILURES_TOTAL: &str = "meshedge_edge_upstream_failures_total";
@@ -51,6 +55,10 @@ pub fn describe() {
     describe_counter!(
         REQUESTS_REFUSED_TOTAL,
         "Requests refused by listener protection, by reason."
+    );
+    describe_counter!(
+        H1_HANDOFFS_TOTAL,
+        "HTTP/1.1 connections handed from the fast path to hyper, by reason."
     );
     describe_counter!(UPSTREAM_FAILURES_TOTAL, "Failed upstream calls, by reason.");
     describe_counter!(

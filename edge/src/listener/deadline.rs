@@ -1,4 +1,6 @@
-//! The HTTP/1.1 request-head deadline (slowloris): while no request is in progress on a
+//! The IO of connections hyper serves: bytes the HTTP/1.1 fast path ([`super::h1`]) read
+//! before handing the connection over are replayed first, and the HTTP/1.1 request-head
+//! deadline (slowloris) applies: while no request is in progress on a
 //! connection, the client has `header_read_timeout` to send a complete head. A client that
 //! sent part of a head gets `408 Request Timeout` and the connection is closed; an idle
 //! keep-alive connection is closed silently. hyper's own header timeout closes without a
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -47,9 +50,12 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// An IO stream with the request-head deadline (disabled when `timeout` is `None`).
+/// An IO stream with replayed bytes and the request-head deadline (disabled when `timeout`
+/// is `None`).
 pub struct HeadDeadline<S> {
     inner: S,
+    /// Read before `inner`.
+    replay: BytesMut,
     timeout: Option<Duration>,
     in_flight: InFlight,
     /// Allocated on the first wait, then re-armed (`reset`) for every request head.
@@ -59,16 +65,29 @@ pub struct HeadDeadline<S> {
 }
 
 impl<S> HeadDeadline<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, timeout: Option<Duration>, in_flight: InFlight) -> Self {
+    /// Wraps `inner`, whose reads start with `replay`.
+    pub fn new(inner: S, replay: BytesMut, timeout: Option<Duration>, in_flight: InFlight) -> Self {
         Self {
             inner,
+            replay,
             timeout,
             in_flight,
             sleep: None,
             armed: false,
             partial: false,
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> HeadDeadline<S> {
+    fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.replay.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        self.replay.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -80,11 +99,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let Some(timeout) = this.timeout else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.read_inner(cx, buf);
         };
         if !this.in_flight.is_idle() {
             this.armed = false;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.read_inner(cx, buf);
         }
         if !this.armed {
             let at = tokio::time::Instant::now() + timeout;
@@ -96,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
             this.partial = false;
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match this.read_inner(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.partial = true;
@@ -154,7 +173,7 @@ mod tests {
         let timeout = Some(Duration::from_secs(10));
         // Partial head: 408.
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut s = HeadDeadline::new(server, timeout, InFlight::default());
+        let mut s = HeadDeadline::new(server, BytesMut::new(), timeout, InFlight::default());
         client.write_all(b"GET / HT").await.unwrap();
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).await.unwrap();
@@ -170,7 +189,7 @@ mod tests {
 
         // Idle: silent close.
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut s = HeadDeadline::new(server, timeout, InFlight::default());
+        let mut s = HeadDeadline::new(server, BytesMut::new(), timeout, InFlight::default());
         assert_eq!(s.read(&mut buf).await.unwrap(), 0);
         drop(s);
         let mut got = Vec::new();
@@ -181,7 +200,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let flight = InFlight::default();
         let guard = flight.start();
-        let mut s = HeadDeadline::new(server, timeout, flight);
+        let mut s = HeadDeadline::new(server, BytesMut::new(), timeout, flight);
         let read = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             s.read(&mut buf).await.map(|n| buf[..n].to_vec())
@@ -190,5 +209,23 @@ mod tests {
         client.write_all(b"late").await.unwrap();
         assert_eq!(read.await.unwrap().unwrap(), b"late");
         drop(guard);
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_are_read_before_the_stream_and_writes_pass_through() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let replay = BytesMut::from(&b"GET / HT"[..]);
+        let mut s = HeadDeadline::new(server, replay, None, InFlight::default());
+        client.write_all(b"TP/1.1\r\n").await.unwrap();
+        let mut small = [0u8; 3];
+        s.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"GET");
+        let mut rest = [0u8; 13];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b" / HTTP/1.1\r\n");
+        s.write_all(b"ok").await.unwrap();
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok");
     }
 }

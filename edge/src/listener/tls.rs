@@ -1,11 +1,13 @@
 //! The TLS listener: accepts TCP, completes the TLS handshake (SNI picks the certificate,
-//! ALPN picks h2 or http/1.1), then serves the connection with hyper under the listener's
-//! limits: request-head timeout and size, HTTP/2 stream and reset limits.
+//! ALPN picks h2 or http/1.1), then serves the connection under the listener's limits
+//! (request-head timeout and size, HTTP/2 stream and reset limits): HTTP/1.1 on the fast
+//! path of [`super::h1`] until a request needs hyper, HTTP/2 with hyper.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::deadline::{HeadDeadline, InFlight, InFlightGuard};
+use super::h1::{self, Ended, H1Limits};
 use super::{wait_true, Lifecycle};
 use crate::config::ListenerLimits;
 use crate::identity::ServerCertResolver;
@@ -92,7 +95,8 @@ async fn connection(
     mut life: Lifecycle,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+    let mut tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
@@ -113,6 +117,18 @@ async fn connection(
         protocol,
     };
 
+    let mut replay = BytesMut::new();
+    if !h2 {
+        let h1_limits = H1Limits {
+            header_read_timeout: limits.header_read_timeout,
+            max_head_bytes: limits.max_header_bytes as usize,
+        };
+        let handler = |req| proxy.handle(req, info);
+        match h1::serve(&mut tls, h1_limits, handler, &mut life.drain).await {
+            Ended::Closed => return,
+            Ended::HandOff(unparsed) => replay = unparsed,
+        }
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -141,7 +157,7 @@ async fn connection(
         }
     });
     let timeout = (!h2).then_some(limits.header_read_timeout);
-    let io = HeadDeadline::new(tls, timeout, in_flight);
+    let io = HeadDeadline::new(tls, replay, timeout, in_flight);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -11,6 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 
+use crate::headers::ConnectionOptions;
+
 /// Most header lines accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
 /// Largest response head accepted (hyper's client default buffer limit is larger, but a
@@ -139,7 +141,7 @@ pub(super) fn parse_head(
             continue;
         }
         let http10 = parsed.version == Some(0);
-        let mut connection = ConnectionTokens::default();
+        let mut connection = ConnectionOptions::default();
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
             // `connection: keep-alive|close` and `keep-alive` concern this connection only:
@@ -169,39 +171,6 @@ pub(super) fn parse_head(
             framing,
             keep_alive,
         }));
-    }
-}
-
-/// The `keep-alive` and `close` options of a response's `connection` headers.
-#[derive(Default)]
-struct ConnectionTokens {
-    close: bool,
-    keep_alive: bool,
-}
-
-impl ConnectionTokens {
-    /// Notes the options of one `connection` value; false when it names anything else
-    /// (other headers to drop), so the header is kept for the proxy.
-    fn read(&mut self, value: &[u8]) -> bool {
-        let mut only_options = true;
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if !token.is_empty() {
-                only_options = false;
-            }
-        }
-        only_options
-    }
-
-    fn keeps_alive(&self, http10: bool) -> bool {
-        if http10 {
-            self.keep_alive && !self.close
-        } else {
-            !self.close
-        }
     }
 }
 

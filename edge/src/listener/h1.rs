@@ -1,0 +1,205 @@
+//! The HTTP/1.1 fast path for client connections: the common request (a head, and a body
+//! already read with it, if any) is parsed, proxied and answered here in one pass over the
+//! bytes, with no per-connection dispatcher or body channel. The first request it does not
+//! serve (a body still to come, chunked coding, `expect`, upgrades, `CONNECT`, invalid
+//! framing) hands the connection to hyper with the unparsed bytes, for the rest of its life.
+//!
+//! Listener protections are the same either way: a head not complete within
+//! `header_read_timeout` gets `408` (an idle keep-alive connection is closed silently), a
+//! head over `max_header_bytes` or with more than 100 lines gets `431`, a malformed one
+//! `400`; each is counted in `meshedge_edge_requests_refused_total` and closes only its own
+//! connection.
+
+pub mod request;
+pub mod response;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::Full;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics as m;
+use crate::proxy::ProxyBody;
+use request::Parsed;
+use response::{DateCache, ResponseFor};
+
+/// Read buffer size; heads and small bodies usually arrive in one read.
+const READ_BUF_BYTES: usize = 8 * 1024;
+/// Bounds the final write and TLS close of a refused or finished connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The listener limits the fast path applies.
+#[derive(Debug, Clone, Copy)]
+pub struct H1Limits {
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_head_bytes: usize,
+}
+
+/// How the fast path left a connection.
+#[derive(Debug)]
+pub enum Ended {
+    /// Closed (by either side, or after a refusal).
+    Closed,
+    /// Hyper serves the rest of the connection, starting with these bytes.
+    HandOff(BytesMut),
+}
+
+/// Serves requests on `io` through `handler` until the connection closes or a request
+/// needs hyper. When `drain` turns true, the connection closes once idle, and the response
+/// in progress says `connection: close`.
+pub async fn serve<S, H, F>(
+    io: &mut S,
+    limits: H1Limits,
+    mut handler: H,
+    drain: &mut watch::Receiver<bool>,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: FnMut(Request<Full<Bytes>>) -> F,
+    F: Future<Output = Response<ProxyBody>>,
+{
+    let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
+    let mut out = Vec::with_capacity(READ_BUF_BYTES);
+    let mut date = DateCache::default();
+    let deadline = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(deadline);
+    // The head deadline runs from when the connection starts waiting for a request.
+    let mut armed = true;
+    loop {
+        let parsed = if buf.is_empty() {
+            Parsed::Partial
+        } else {
+            request::parse(&mut buf, limits.max_head_bytes)
+        };
+        let fast = match parsed {
+            Parsed::Request(fast) => fast,
+            Parsed::Partial => {
+                if !armed {
+                    deadline
+                        .as_mut()
+                        .reset(Instant::now() + limits.header_read_timeout);
+                    armed = true;
+                }
+                match read_more(io, &mut buf, deadline.as_mut(), drain).await {
+                    Read::Data => continue,
+                    Read::Closed => return Ended::Closed,
+                    Read::Drained => return close(io).await,
+                    Read::Expired if buf.is_empty() => return close(io).await,
+                    Read::Expired => {
+                        refuse(io, &mut out, StatusCode::REQUEST_TIMEOUT, "header_timeout").await;
+                        return Ended::Closed;
+                    }
+                }
+            }
+            Parsed::HandOff(why) => {
+                metrics::counter!(m::H1_HANDOFFS_TOTAL, "reason" => why).increment(1);
+                return Ended::HandOff(buf);
+            }
+            Parsed::Refuse(status, reason) => {
+                refuse(io, &mut out, status, reason).await;
+                return Ended::Closed;
+            }
+        };
+        armed = false;
+        let asked = ResponseFor {
+            head: fast.request.method() == Method::HEAD,
+            http10: fast.request.version() == Version::HTTP_10,
+            keep_alive: fast.keep_alive,
+        };
+        let resp = handler(fast.request.map(Full::new)).await;
+        let asked = ResponseFor {
+            keep_alive: asked.keep_alive && !*drain.borrow(),
+            ..asked
+        };
+        let (parts, body) = resp.into_parts();
+        let (framing, keep_alive) =
+            response::encode_head(&mut out, &parts, body.size_hint().exact(), asked, &mut date);
+        match response::send(io, &mut out, body, framing).await {
+            Ok(true) if keep_alive => {}
+            Ok(_) => return close(io).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "writing the response failed");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+enum Read {
+    /// More bytes are in the buffer.
+    Data,
+    /// The client closed the connection, or it failed.
+    Closed,
+    /// The gateway drains and no request had started.
+    Drained,
+    /// The head deadline passed.
+    Expired,
+}
+
+/// Ends the connection from our side (TLS `close_notify`, then FIN).
+async fn close<S: AsyncWrite + Unpin>(io: &mut S) -> Ended {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+    Ended::Closed
+}
+
+/// Reads more of a request head into `buf`, until `deadline`; a drain closes the
+/// connection when no head has started.
+async fn read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    drain: &mut watch::Receiver<bool>,
+) -> Read {
+    if buf.is_empty() && *drain.borrow() {
+        return Read::Drained;
+    }
+    if buf.capacity() - buf.len() < READ_BUF_BYTES / 2 {
+        buf.reserve(READ_BUF_BYTES);
+    }
+    let idle = buf.is_empty();
+    tokio::select! {
+        r = io.read_buf(buf) => match r {
+            Ok(0) => Read::Closed,
+            Ok(_) => Read::Data,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the request failed");
+                Read::Closed
+            }
+        },
+        () = deadline => Read::Expired,
+        _ = drain.wait_for(|d| *d), if idle => Read::Drained,
+    }
+}
+
+/// Answers a bad request head with `status` (no body kept, connection closed).
+async fn refuse<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    reason: &'static str,
+) {
+    metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
+    tracing::debug!(status = status.as_u16(), reason, "request head refused");
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        io.write_all(out).await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests;
