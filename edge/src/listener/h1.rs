@@ -69,10 +69,13 @@ where
     let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
     let mut out = Vec::with_capacity(READ_BUF_BYTES);
     let mut date = DateCache::default();
-    let deadline = tokio::time::sleep(limits.header_read_timeout);
-    tokio::pin!(deadline);
-    // The head deadline runs from when the connection starts waiting for a request.
-    let mut armed = true;
+    // A head is due `header_read_timeout` after the connection starts waiting for it. The
+    // timer is only moved when it fires before that: moving it for every request cost more
+    // than the rest of the wait.
+    let mut head_due = Instant::now() + limits.header_read_timeout;
+    let timer = tokio::time::sleep_until(head_due);
+    tokio::pin!(timer);
+    let mut waiting = true;
     loop {
         let parsed = if buf.is_empty() {
             Parsed::Partial
@@ -82,14 +85,16 @@ where
         let fast = match parsed {
             Parsed::Request(fast) => fast,
             Parsed::Partial => {
-                if !armed {
-                    deadline
-                        .as_mut()
-                        .reset(Instant::now() + limits.header_read_timeout);
-                    armed = true;
+                if !waiting {
+                    head_due = Instant::now() + limits.header_read_timeout;
+                    waiting = true;
                 }
-                match read_more(io, &mut buf, deadline.as_mut(), drain).await {
+                match read_more(io, &mut buf, timer.as_mut(), drain).await {
                     Read::Data => continue,
+                    Read::Expired if Instant::now() < head_due => {
+                        timer.as_mut().reset(head_due);
+                        continue;
+                    }
                     Read::Closed => return Ended::Closed,
                     Read::Drained => return close(io).await,
                     Read::Expired if buf.is_empty() => return close(io).await,
@@ -108,7 +113,7 @@ where
                 return Ended::Closed;
             }
         };
-        armed = false;
+        waiting = false;
         let asked = ResponseFor {
             head: fast.request.method() == Method::HEAD,
             http10: fast.request.version() == Version::HTTP_10,
@@ -150,12 +155,12 @@ async fn close<S: AsyncWrite + Unpin>(io: &mut S) -> Ended {
     Ended::Closed
 }
 
-/// Reads more of a request head into `buf`, until `deadline`; a drain closes the
+/// Reads more of a request head into `buf`, until `timer` fires; a drain closes the
 /// connection when no head has started.
 async fn read_more<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
-    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
     drain: &mut watch::Receiver<bool>,
 ) -> Read {
     if buf.is_empty() && *drain.borrow() {
@@ -166,6 +171,8 @@ async fn read_more<S: AsyncRead + Unpin>(
     }
     let idle = buf.is_empty();
     tokio::select! {
+        // Bytes first: the timer is not even polled when they are there.
+        biased;
         r = io.read_buf(buf) => match r {
             Ok(0) => Read::Closed,
             Ok(_) => Read::Data,
@@ -174,7 +181,7 @@ async fn read_more<S: AsyncRead + Unpin>(
                 Read::Closed
             }
         },
-        () = deadline => Read::Expired,
+        () = timer => Read::Expired,
         _ = drain.wait_for(|d| *d), if idle => Read::Drained,
     }
 }

@@ -13,6 +13,10 @@ use crate::headers::ConnectionOptions;
 /// Most header lines in a request head (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;
 
+/// Headers the proxy may add to a request (`x-request-id`, `x-forwarded-for`,
+/// `x-forwarded-proto`, `traceparent`, `host`).
+const PROXY_ADDED_HEADERS: usize = 5;
+
 /// What to do with the bytes at the start of the read buffer.
 // Moved once, from `parse` to the connection loop: a box would be an allocation per request.
 #[allow(clippy::large_enum_variant)]
@@ -126,7 +130,9 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
         return Parsed::Refuse(StatusCode::BAD_REQUEST, "bad_target");
     };
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the headers the proxy adds (request id, forwarded, trace): growing the map
+    // rehashes it.
+    let mut headers = HeaderMap::with_capacity(count + PROXY_ADDED_HEADERS);
     for (name, value) in kept[..count].iter().cloned() {
         let Ok(name) = HeaderName::from_bytes(&head[name]) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST, "bad_header");
