@@ -279,6 +279,15 @@ impl ClientCertResolver {
     pub fn expired_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         self.not_after().filter(|t| *t <= now)
     }
+
+    /// `Some(notAfter)` when the SVID presented now has expired (checked per request: the
+    /// clock in Unix seconds, no calendar date built).
+    pub fn expired_now(&self) -> Option<OffsetDateTime> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.not_after().filter(|t| t.unix_timestamp() <= now)
+    }
 }
 
 impl ResolvesClientCert for ClientCertResolver {
@@ -385,6 +394,9 @@ mod tests {
         assert_eq!(resolver.generation(), 1);
         assert!(resolver.not_after().is_some());
         assert!(resolver.expired_at(OffsetDateTime::now_utc()).is_none());
+        assert!(resolver.expired_now().is_none());
+        let after = resolver.not_after().unwrap() + time::Duration::seconds(1);
+        assert_eq!(resolver.expired_at(after), resolver.not_after());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -650,7 +650,7 @@ impl UpstreamClient {
 
     /// `Some(notAfter)` when the gateway's own SVID has expired: nothing may be sent.
     pub fn own_svid_expired(&self) -> Option<time::OffsetDateTime> {
-        self.svid.expired_at(time::OffsetDateTime::now_utc())
+        self.svid.expired_now()
     }
 
     /// Puts new connections under the cluster's breaker (`max_connections`,
