@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -32,6 +33,9 @@ use crate::upstream::{
     find_cause, BoxError, ConnectError, FailureKind, Outgoing, RequestHead, ResponseBody,
     TryBudget, UpstreamBody,
 };
+
+/// Endpoints a request has tried, in order: on the stack for the usual one or two.
+type Tried = SmallVec<[SocketAddr; 4]>;
 
 /// A request body as the tries see it.
 pub(super) enum ReqBody {
@@ -191,7 +195,7 @@ async fn race(
     head: &Arc<RequestHead>,
     body: &ReqBody,
     (per_try, hedge, deadline): (Duration, Option<Duration>, Instant),
-    tried: &mut Vec<SocketAddr>,
+    tried: &mut Tried,
     over_limit: &Arc<AtomicBool>,
 ) -> (TryResult, SocketAddr) {
     let a = one(
@@ -275,7 +279,7 @@ pub(super) async fn run(
     let idempotent = crate::resilience::retry::is_idempotent(&head.method);
     let head = Arc::new(head);
     let replayable = matches!(body, ReqBody::Buffered(_));
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried = Tried::new();
     let mut prefer_other_zone = false;
     let mut retries = 0u32;
     let mut _room: Option<RetryRoom> = None;

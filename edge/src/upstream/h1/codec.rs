@@ -120,6 +120,9 @@ pub(super) fn parse_head(
             buf,
             &mut slots,
         ) {
+            Ok(httparse::Status::Complete(len)) if len > MAX_RESPONSE_HEAD_BYTES => {
+                return Err(H1Error::HeadTooLarge)
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD_BYTES => {
                 return Err(H1Error::HeadTooLarge)
@@ -142,7 +145,16 @@ pub(super) fn parse_head(
         }
         let http10 = parsed.version == Some(0);
         let mut connection = ConnectionOptions::default();
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        let mut lengths = Lengths::default();
+        // Where the kept headers' names and values are: their values are taken from the
+        // head without copies once it is split off the buffer.
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            [start as u32, (start + s.len()) as u32]
+        };
+        let mut kept = [[[0u32; 2]; 2]; MAX_RESPONSE_HEADERS];
+        let mut count = 0;
         for h in parsed.headers.iter() {
             // `connection: keep-alive|close` and `keep-alive` concern this connection only:
             // read here and left out (the proxy would strip them); a `connection` header
@@ -153,14 +165,26 @@ pub(super) fn parse_head(
             if h.name.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| H1Error::Head(format!("header name {:?}", h.name)))?;
-            let value = HeaderValue::from_bytes(h.value)
+            lengths.note(h.name, h.value);
+            kept[count] = [at(h.name.as_bytes()), at(h.value)];
+            count += 1;
+        }
+        let framing = framing(method, status, lengths)?;
+        let head = buf.split_to(len).freeze();
+        let range = |[start, end]: [u32; 2]| start as usize..end as usize;
+        // Room for what the proxy adds (`x-request-id`, `alt-svc`): growing rehashes.
+        let mut headers = HeaderMap::with_capacity(count + 2);
+        for [name, value] in kept[..count].iter().copied() {
+            let name = HeaderName::from_bytes(&head[range(name)]).map_err(|_| {
+                H1Error::Head(format!(
+                    "header name {:?}",
+                    String::from_utf8_lossy(&head[range(name)])
+                ))
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(range(value)))
                 .map_err(|_| H1Error::Head(format!("value of header {name}")))?;
             headers.append(name, value);
         }
-        buf.advance(len);
-        let framing = framing(method, status, &headers)?;
         let keep_alive = framing != Framing::UntilClose && connection.keeps_alive(http10);
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -174,39 +198,61 @@ pub(super) fn parse_head(
     }
 }
 
+/// The `transfer-encoding` and `content-length` headers of a response, noted while its
+/// headers are read (no lookups in the map afterwards).
+#[derive(Default)]
+struct Lengths<'a> {
+    /// The last `transfer-encoding` value.
+    transfer_encoding: Option<&'a [u8]>,
+    /// The `content-length` values: `Err` when one is invalid or they disagree.
+    content_length: Option<Result<u64, &'static str>>,
+}
+
+impl<'a> Lengths<'a> {
+    fn note(&mut self, name: &str, value: &'a [u8]) {
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("invalid content-length");
+            self.content_length = match (self.content_length, n) {
+                (None, n) => Some(n),
+                (Some(Ok(seen)), Ok(n)) if seen != n => {
+                    Some(Err("conflicting content-length values"))
+                }
+                (Some(Err(e)), _) | (_, Err(e)) => Some(Err(e)),
+                (Some(Ok(seen)), Ok(_)) => Some(Ok(seen)),
+            };
+        }
+    }
+}
+
 /// RFC 9112 section 6.3: how long the body of this response is.
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, H1Error> {
+fn framing(method: &Method, status: StatusCode, lengths: Lengths<'_>) -> Result<Framing, H1Error> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Length(0));
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if let Some(last) = lengths.transfer_encoding {
         let chunked_last = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked_last {
             Framing::Chunked
         } else {
             Framing::UntilClose
         });
     }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let n = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or(H1Error::Body("invalid content-length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(H1Error::Body("conflicting content-length values"));
-        }
-        length = Some(n);
+    match lengths.content_length {
+        None => Ok(Framing::UntilClose),
+        Some(Ok(n)) => Ok(Framing::Length(n)),
+        Some(Err(e)) => Err(H1Error::Body(e)),
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// Where a chunked body is.

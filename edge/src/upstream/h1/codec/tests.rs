@@ -161,6 +161,13 @@ fn framing_follows_rfc_9112() {
         framing_of("HTTP/1.1 200 OK\r\n\r\n", Method::GET),
         Framing::UntilClose
     );
+    assert_eq!(
+        framing_of(
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n",
+            Method::GET
+        ),
+        Framing::Length(7)
+    );
 }
 
 #[test]
