@@ -149,3 +149,52 @@ async fn bad_clients_get_4xx_and_others_are_served() {
     }
     still_serving(&w).await;
 }
+
+/// HTTP/1.1 connections start on the gateway's fast path; a chunked request in the middle
+/// of a pipelined stream hands the connection to hyper with every unparsed byte, and the
+/// requests are answered in order. Malformed heads and handoffs are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_hands_a_pipelined_connection_to_hyper_in_order() {
+    let w = World::start("edge-handoff", LISTENER, "").await;
+    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
+    s.write_all(
+        b"GET /pay/first HTTP/1.1\r\nhost: api.example.org\r\n\r\n\
+          POST /pay/chunked HTTP/1.1\r\nhost: api.example.org\r\ntransfer-encoding: chunked\r\n\r\n\
+          4\r\ntiny\r\n0\r\n\r\n\
+          GET /pay/last HTTP/1.1\r\nhost: api.example.org\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{got}");
+    // The route strips `/pay`; the upstream echoes the path it got.
+    let first = got.find("\"path\":\"/first\"").expect(&got);
+    let chunked = got.find("\"path\":\"/chunked\"").expect(&got);
+    let last = got.find("\"path\":\"/last\"").expect(&got);
+    assert!(first < chunked && chunked < last, "{got}");
+    assert!(
+        got.contains("\"body_bytes\":4"),
+        "the chunked body arrived: {got}"
+    );
+
+    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
+    s.write_all(b"GET /pay/x HTTP/1.1\r\nhost: api.example.org\r\nbad header\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+
+    let (code, metrics) = admin(w.edge.admin, "GET", "/metrics");
+    assert_eq!(code, 200);
+    let handoffs = metric(
+        &metrics,
+        "meshedge_edge_h1_handoffs_total{reason=\"transfer_encoding\"}",
+    );
+    assert!(handoffs >= Some(1.0), "{metrics}");
+    let refused = metric(
+        &metrics,
+        "meshedge_edge_requests_refused_total{reason=\"malformed_head\"}",
+    );
+    assert!(refused >= Some(1.0), "{metrics}");
+    still_serving(&w).await;
+}
