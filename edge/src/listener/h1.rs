@@ -114,15 +114,13 @@ where
             }
         };
         waiting = false;
-        let asked = ResponseFor {
-            head: fast.request.method() == Method::HEAD,
-            http10: fast.request.version() == Version::HTTP_10,
-            keep_alive: fast.keep_alive,
-        };
+        let head = fast.request.method() == Method::HEAD;
+        let http10 = fast.request.version() == Version::HTTP_10;
         let resp = handler(fast.request.map(Full::new)).await;
         let asked = ResponseFor {
-            keep_alive: asked.keep_alive && !*drain.borrow(),
-            ..asked
+            head,
+            http10,
+            keep_alive: fast.keep_alive && !*drain.borrow(),
         };
         let (parts, body) = resp.into_parts();
         let (framing, keep_alive) =
@@ -196,11 +194,8 @@ async fn refuse<S: AsyncWrite + Unpin>(
     metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
     tracing::debug!(status = status.as_u16(), reason, "request head refused");
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    response::push_status_line(out, status);
+    out.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         io.write_all(out).await?;
         io.shutdown().await

@@ -74,17 +74,15 @@ pub fn encode_head(
 ) -> (Framing, bool) {
     let status = parts.status;
     let mut keep_alive = request.keep_alive;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, status);
     let mut declared: Option<u64> = None;
+    let mut has_date = false;
     for (name, value) in &parts.headers {
         // The framing and connection headers are this hop's, written below.
         if name == TRANSFER_ENCODING || name == CONNECTION {
             continue;
         }
+        has_date |= name == DATE;
         if name == CONTENT_LENGTH {
             if status == StatusCode::NO_CONTENT {
                 continue;
@@ -119,13 +117,22 @@ pub fn encode_head(
     } else if request.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if !parts.headers.contains_key(DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date.now());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     (framing, keep_alive)
+}
+
+/// Writes `HTTP/1.1 <code> <reason>\r\n` into `out`.
+pub fn push_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Sends the head already in `out` and then `body` with `framing`; `out` is empty after.
