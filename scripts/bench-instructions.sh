@@ -8,9 +8,12 @@
 # for N and 3N requests from `h2load --h1 -c 16`; the difference over 2N requests leaves
 # out start-up and the 16 TLS handshakes. Kernel time (about 45 % of a request on
 # loopback, for nginx as for meshedge) is not in these figures.
-# Usage: scripts/bench-instructions.sh [N]        (default 1000)
+# With --syscalls, system calls per request instead, by name (strace -c, same method).
+# Usage: scripts/bench-instructions.sh [--syscalls] [N]        (default 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+syscalls=0
+if [[ ${1:-} == --syscalls ]]; then syscalls=1; shift; fi
 n=${1:-1000}
 bench=$(realpath ../shared/bench)
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
@@ -38,6 +41,7 @@ instructions() {
   up=$!
   pids+=("$up")
   local grind=(valgrind --tool=callgrind "--callgrind-out-file=$run/callgrind.out")
+  ((syscalls)) && grind=(strace -f -c -o "$run/strace.out")
   if [[ $proxy == nginx ]]; then
     render nginx.conf.in $port | sed 's/^master_process on;/master_process off;/' >"$run/p/nginx.conf"
     "${grind[@]}" nginx -e "$run/p/err.log" -p "$run/p" -c "$run/p/nginx.conf" >"$run/gw.log" 2>&1 &
@@ -60,12 +64,34 @@ instructions() {
     "https://edge.test:$port/" >"$run/h2load.txt" 2>&1
   grep -q "^requests: $requests total.* $requests succeeded" "$run/h2load.txt" ||
     { cat "$run/h2load.txt" >&2; echo "$proxy: not every request succeeded" >&2; exit 1; }
-  if [[ $proxy == nginx ]]; then kill -QUIT "$gw"; else kill "$gw"; fi
+  # Under strace, the proxy is strace's child: signalled itself, strace then writes its summary.
+  local proxy_pid=$gw
+  ((syscalls)) && proxy_pid=$(pgrep -P "$gw")
+  if [[ $proxy == nginx ]]; then kill -QUIT "$proxy_pid"; else kill "$proxy_pid"; fi
   wait "$gw" 2>/dev/null || true
   kill "$up"
   wait "$up" 2>/dev/null || true
-  awk '/^(summary|totals):/ {print $2; exit}' "$run/callgrind.out"
+  if ((syscalls)); then
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    awk '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {print $NF, $4}' "$run/strace.out" |
+      sort >"$run/syscalls.txt"
+    awk '{s += $2} END {print s}' "$run/syscalls.txt"
+  else
+    awk '/^(summary|totals):/ {print $2; exit}' "$run/callgrind.out"
+  fi
 }
+
+if ((syscalls)); then
+  for proxy in meshedge nginx; do
+    instructions "$proxy" "$n" >/dev/null
+    instructions "$proxy" $((3 * n)) >/dev/null
+    echo "$proxy: system calls per request (strace -c)"
+    join -a2 -e0 -o 0,1.2,2.2 "$work/$proxy-$n/syscalls.txt" "$work/$proxy-$((3 * n))/syscalls.txt" |
+      awk -v n="$n" '{d = ($3 - $2) / (2 * n); t += d; if (d >= 0.01) printf "  %-16s %6.2f\n", $1, d}
+        END {printf "  %-16s %6.2f\n", "total", t}'
+  done
+  exit 0
+fi
 
 declare -A per_request
 for proxy in meshedge nginx; do

@@ -1,8 +1,9 @@
 //! The in-task HTTP/1.1 upstream client (`protocol = "http1"`) against a scripted mTLS
 //! upstream that speaks raw HTTP/1.1: chunked and until-close bodies, interim responses,
 //! a large body, request bodies (in-task up to 64 KiB, hyper's client beyond), keep-alive
-//! reuse, idle connections closed by the upstream, the stale-connection resend, and a
-//! malformed response (502, the gateway keeps serving).
+//! reuse, idle connections closed by the upstream, the stale-connection resend, a
+//! malformed response (502, the gateway keeps serving), and the per-try timeout on a pooled
+//! connection whose timer was set for an earlier request.
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -126,6 +127,11 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             return;
                         }
+                        slow if slow.starts_with("/s/slow-") => {
+                            let ms = slow["/s/slow-".len()..].parse().unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            ok("slow")
+                        }
                         "/s/arm" => {
                             armed = true;
                             ok("armed")
@@ -146,7 +152,8 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
     }
 }
 
-fn extra(addr: SocketAddr) -> String {
+/// The scripted cluster and its route, with `cluster_keys` added to the cluster's table.
+fn extra_with(addr: SocketAddr, cluster_keys: &str) -> String {
     format!(
         r#"
 [clusters.scripted]
@@ -154,6 +161,7 @@ endpoints = ["{addr}"]
 allowed_ids = ["{PAY_ID}"]
 protocol = "http1"
 health_check = {{ enabled = false }}
+{cluster_keys}
 
 [[routes]]
 name = "scripted"
@@ -163,22 +171,29 @@ cluster = "scripted"
     )
 }
 
+/// Rewrites the gateway's config to route `/s/` to `up` and waits until it does.
+async fn route_to_scripted(w: &World, up: &Scripted, cluster_keys: &str) {
+    w.rewrite_config("", &extra_with(up.addr, cluster_keys));
+    for _ in 0..150 {
+        if curl_async(w, "api.example.org", "/s/plain", &[])
+            .await
+            .status
+            == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway never routed /s/ after the reload");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_task_http1_client_against_a_scripted_upstream() {
     let w = World::start("edge-h1-upstream", "", "").await;
     let svid = w.pki.svid(PAY_ID, "scripted").await;
     let up = scripted(upstream_tls(&w.pki, &svid)).await;
-    w.rewrite_config("", &extra(up.addr));
+    route_to_scripted(&w, &up, "").await;
     let host = "api.example.org";
-    let mut reloaded = false;
-    for _ in 0..150 {
-        if curl_async(&w, host, "/s/plain", &[]).await.status == 200 {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reloaded, "the gateway never routed /s/ after the reload");
 
     // Keep-alive: sequential requests share one upstream connection.
     let before = up.connections.load(Ordering::SeqCst);
@@ -244,4 +259,48 @@ async fn in_task_http1_client_against_a_scripted_upstream() {
         "meshedge_edge_upstream_stale_connection_retries_total{cluster=\"scripted\"}",
     );
     assert_eq!(resent, Some(1.0), "{text}");
+}
+
+/// A pooled connection keeps its exchange timer between requests and moves it only when it
+/// fires early: a timer set for an earlier request that fired while the connection was idle
+/// must neither fail the next request nor keep a slow one from timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_on_a_pooled_connection_whose_timer_fired_while_idle() {
+    let w = World::start("edge-h1-upstream-timer", "", "").await;
+    let svid = w.pki.svid(PAY_ID, "scripted").await;
+    let up = scripted(upstream_tls(&w.pki, &svid)).await;
+    // One retry: the first try has the per-try timeout, the retry (last) the time left.
+    let retry =
+        "retry = { max_retries = 1, per_try_timeout = { adaptive = false, ceiling = \"300ms\" } }";
+    route_to_scripted(&w, &up, retry).await;
+    let host = "api.example.org";
+    let timeouts = || {
+        let (_, text) = admin(w.edge.admin, "GET", "/metrics");
+        metric(
+            &text,
+            "meshedge_edge_upstream_failures_total{cluster=\"scripted\",reason=\"timeout\"}",
+        )
+        .unwrap_or(0.0)
+    };
+
+    let r = curl_async(&w, host, "/s/plain", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "plain"), "{r:?}");
+    let pooled = up.connections.load(Ordering::SeqCst);
+    // The timer set for that request (300 ms) fires while the connection is idle.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = curl_async(&w, host, "/s/slow-150", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "slow"), "{r:?}");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        pooled,
+        "the slow request went over the pooled connection"
+    );
+    assert_eq!(timeouts(), 0.0, "150 ms is within the per-try timeout");
+    // Again after the timer fired while idle, a try over the per-try timeout: the timer is
+    // re-armed for it and the try times out; the retry (last, with the request's time left)
+    // gets the answer on a new connection.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = curl_async(&w, host, "/s/slow-1000", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "slow"), "{r:?}");
+    assert_eq!(timeouts(), 1.0, "the first try timed out");
 }

@@ -361,8 +361,12 @@ impl Cluster {
     }
 
     /// When an unanswered idempotent try gets a hedge (from the recent p90); `None`: no
-    /// hedging (off, or no latency samples yet).
+    /// hedging (off, no latency samples yet, or a single endpoint: a hedge goes to another
+    /// endpoint, so no timer is armed where none could be sent).
     pub fn hedge_delay(&self) -> Option<Duration> {
+        if self.shared.table.load().states.len() < 2 {
+            return None;
+        }
         lock(&self.shared.policy).hedge_delay()
     }
 

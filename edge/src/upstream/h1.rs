@@ -25,7 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
 use super::{
@@ -47,6 +47,10 @@ struct H1Conn {
     /// pool on every request.
     io: Box<TlsStream<TcpStream>>,
     buf: BytesMut,
+    /// The exchange timer, kept with the connection and moved only when it fires before the
+    /// exchange in progress is due (a tokio timer reset on every request cost ~1k
+    /// instructions); allocated on the first bounded exchange.
+    timer: Option<Pin<Box<Sleep>>>,
     _slot: BreakerSlot,
 }
 
@@ -55,6 +59,7 @@ impl H1Conn {
         Self {
             io: Box::new(io),
             buf: BytesMut::with_capacity(READ_CHUNK),
+            timer: None,
             _slot: slot,
         }
     }
@@ -71,11 +76,12 @@ impl H1Conn {
                 .poll_read(&mut cx, &mut probe)
                 .is_pending()
     }
+}
 
-    fn reserve(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
+/// Makes room for the next read into a connection's buffer.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
     }
 }
 
@@ -201,8 +207,7 @@ pub(super) async fn send(
                 H1Conn::new(io, slot)
             }
         };
-        let exchanged = exchange(&mut conn, &wire, &head.method);
-        match bounded(budget, TryBudget::exchange_ends, addr, exchanged).await? {
+        match exchange_within(&mut conn, &wire, &head.method, budget, addr).await? {
             Ok(head) => return Ok(respond(conn, head, pool, addr)),
             Err(ExchangeError::NothingReceived(e)) if reused && resend_allowed => {
                 tracing::debug!(endpoint = %addr, error = %e, "pooled connection was closed by the upstream; resending on a new one");
@@ -217,28 +222,70 @@ pub(super) async fn send(
     }
 }
 
-/// Writes the request and reads the response head.
-async fn exchange(
+/// [`exchange`] within the budget's per-try time (unbounded without a budget), on the
+/// connection's own timer: it is moved earlier when this exchange is due earlier, and when it
+/// fires before this exchange is due (it was set for an earlier one) it is moved to when this
+/// one is due; otherwise it is left alone.
+async fn exchange_within(
     conn: &mut H1Conn,
+    wire: &[u8],
+    method: &Method,
+    budget: Option<TryBudget>,
+    addr: SocketAddr,
+) -> Result<Result<ResponseHead, ExchangeError>, UpstreamError> {
+    let H1Conn { io, buf, timer, .. } = conn;
+    let exchanged = exchange(io, buf, wire, method);
+    let Some(budget) = budget else {
+        return Ok(exchanged.await);
+    };
+    let due = budget.exchange_ends();
+    let timer = match timer {
+        Some(timer) => {
+            if timer.deadline() > due {
+                timer.as_mut().reset(due);
+            }
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(due))),
+    };
+    tokio::pin!(exchanged);
+    loop {
+        tokio::select! {
+            biased;
+            exchanged = &mut exchanged => return Ok(exchanged),
+            () = timer.as_mut() => {
+                if Instant::now() >= due {
+                    return Err(budget.expired(addr));
+                }
+                timer.as_mut().reset(due);
+            }
+        }
+    }
+}
+
+/// Writes the request and reads the response head into `buf`.
+async fn exchange(
+    io: &mut TlsStream<TcpStream>,
+    buf: &mut BytesMut,
     wire: &[u8],
     method: &Method,
 ) -> Result<ResponseHead, ExchangeError> {
     let written = async {
-        conn.io.write_all(wire).await?;
-        conn.io.flush().await
+        io.write_all(wire).await?;
+        io.flush().await
     };
     if let Err(e) = written.await {
         return Err(ExchangeError::NothingReceived(e.into()));
     }
     let mut received = false;
     loop {
-        match codec::parse_head(&mut conn.buf, method) {
+        match codec::parse_head(buf, method) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(ExchangeError::Failed(e.into())),
         }
-        conn.reserve();
-        let error: BoxError = match conn.io.read_buf(&mut conn.buf).await {
+        reserve(buf);
+        let error: BoxError = match io.read_buf(buf).await {
             Ok(0) => H1Error::Closed("head").into(),
             Ok(_) => {
                 received = true;
@@ -358,7 +405,7 @@ impl Body for H1Body {
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
-            s.conn.reserve();
+            reserve(&mut s.conn.buf);
             match tokio_util::io::poll_read_buf(Pin::new(&mut s.conn.io), cx, &mut s.conn.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
