@@ -17,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::Response;
 use metrics::Gauge;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::config::ClusterConfig;
@@ -303,7 +304,8 @@ impl Cluster {
         let no_endpoint = || NoEndpoint {
             cluster: self.shared.config.name.clone(),
         };
-        let exclude: Vec<EndpointId> = exclude.iter().copied().map(EndpointId).collect();
+        // On the stack: a request tries a handful of endpoints at most.
+        let exclude: SmallVec<[EndpointId; 4]> = exclude.iter().copied().map(EndpointId).collect();
         let now = Instant::now();
         let pick = lock(&self.shared.policy)
             .pick(now, &exclude, prefer_other_zone)

@@ -37,6 +37,7 @@ use std::time::Duration;
 use rand::Rng;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::config::BalancerConfig;
@@ -302,7 +303,8 @@ impl Balancer {
             (!healthy_only || e.healthy) && !exclude.contains(&e.spec.id)
         };
         let healthy_only = reason != PickReason::Panic;
-        let mut candidates: Vec<usize> = members
+        // On the stack for clusters of up to 16 endpoints in the chosen tier and zone.
+        let mut candidates: SmallVec<[usize; 16]> = members
             .iter()
             .copied()
             .filter(|i| usable(i, healthy_only))
@@ -323,7 +325,7 @@ impl Balancer {
                 .map(|level| {
                     (0..self.endpoints.len())
                         .filter(|&i| fits(level, i))
-                        .collect::<Vec<_>>()
+                        .collect::<SmallVec<_>>()
                 })
                 .find(|c| !c.is_empty())
                 .unwrap_or_default();
