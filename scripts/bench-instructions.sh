@@ -31,7 +31,8 @@ render() { # template port -> stdout
     -e "s|@UPSTREAM_DIAG_PORT@|9444|g" "$bench/conf/$1"
 }
 
-# Prints the callgrind instruction total of PROXY (meshedge|nginx) for REQUESTS requests.
+# Prints the callgrind instruction total of PROXY (meshedge|nginx) for REQUESTS requests
+# (with --syscalls: the system-call total, by name in $run/syscalls.txt).
 instructions() {
   local proxy=$1 requests=$2 port=8470 up gw
   run=$work/$proxy-$requests

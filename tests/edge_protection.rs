@@ -28,6 +28,13 @@ async fn read_all(s: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> Strin
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `bytes` on a new HTTP/1.1 TLS connection and reads until it closes (10 s at most).
+async fn send_raw(w: &World, bytes: &[u8]) -> String {
+    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
+    s.write_all(bytes).await.unwrap();
+    read_all(&mut s, Duration::from_secs(10)).await
+}
+
 async fn still_serving(w: &World) {
     let r = curl_async(w, "api.example.org", "/pay/ok", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -105,11 +112,7 @@ async fn bad_clients_get_4xx_and_others_are_served() {
     assert_eq!(r.json()["body_bytes"], 4);
 
     // Malformed request line -> 400.
-    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
-    s.write_all(b"G@RBAGE \x01\x02 nonsense\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    let got = send_raw(&w, b"G@RBAGE \x01\x02 nonsense\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
     still_serving(&w).await;
 
@@ -156,16 +159,14 @@ async fn bad_clients_get_4xx_and_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_hands_a_pipelined_connection_to_hyper_in_order() {
     let w = World::start("edge-handoff", LISTENER, "").await;
-    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
-    s.write_all(
+    let got = send_raw(
+        &w,
         b"GET /pay/first HTTP/1.1\r\nhost: api.example.org\r\n\r\n\
           POST /pay/chunked HTTP/1.1\r\nhost: api.example.org\r\ntransfer-encoding: chunked\r\n\r\n\
           4\r\ntiny\r\n0\r\n\r\n\
           GET /pay/last HTTP/1.1\r\nhost: api.example.org\r\nconnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    .await;
     assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{got}");
     // The route strips `/pay`; the upstream echoes the path it got.
     let first = got.find("\"path\":\"/first\"").expect(&got);
@@ -177,11 +178,11 @@ async fn fast_path_hands_a_pipelined_connection_to_hyper_in_order() {
         "the chunked body arrived: {got}"
     );
 
-    let mut s = raw_tls(w.edge.https, &w.pki, b"http/1.1").await;
-    s.write_all(b"GET /pay/x HTTP/1.1\r\nhost: api.example.org\r\nbad header\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    let got = send_raw(
+        &w,
+        b"GET /pay/x HTTP/1.1\r\nhost: api.example.org\r\nbad header\r\n\r\n",
+    )
+    .await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
 
     let (code, metrics) = admin(w.edge.admin, "GET", "/metrics");
