@@ -1,9 +1,12 @@
 //! Logging (tracing, `RUST_LOG`) and the Prometheus recorder shared by every subcommand.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod histograms;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+use histograms::BucketingRecorder;
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise.
 pub fn init_tracing() {
@@ -25,32 +28,27 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     300.0, 600.0, 1800.0, 3600.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static RECORDER: OnceLock<Arc<BucketingRecorder<PrometheusRecorder>>> = OnceLock::new();
 
-/// How often recorded histogram samples are folded into their summaries.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Installs the process-wide Prometheus recorder once and returns a renderer. A thread folds
-/// histogram samples into their summaries every [`UPKEEP_EVERY`]; without it samples pile up
-/// between scrapes (memory that grows with traffic when nobody scrapes).
+/// Installs the process-wide recorder once and returns a renderer of everything recorded:
+/// counters and gauges kept by the Prometheus exporter, histograms as bucket counters
+/// ([`histograms`]).
 pub fn prometheus() -> Arc<dyn Fn() -> String + Send + Sync> {
-    let handle = HANDLE
+    let recorder = RECORDER
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets(LATENCY_BUCKETS_SECONDS)
-                .expect("bucket list is not empty")
-                .install_recorder()
+            let recorder = Arc::new(BucketingRecorder::new(
+                PrometheusBuilder::new().build_recorder(),
+                LATENCY_BUCKETS_SECONDS,
+            ));
+            metrics::set_global_recorder(recorder.clone())
                 .expect("no other metrics recorder is installed");
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
-                })
-                .expect("spawning the metrics upkeep thread");
-            handle
+            recorder
         })
         .clone();
-    Arc::new(move || handle.render())
+    let exporter = recorder.inner().handle();
+    Arc::new(move || {
+        let mut text = exporter.render();
+        recorder.render(&mut text);
+        text
+    })
 }

@@ -193,6 +193,22 @@ async fn admin_api_and_metrics_pass_promtool() {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
+    // The duration histogram (bucket counters of our own recorder): each series' +Inf
+    // bucket equals its count, and the requests above were counted.
+    let counts: Vec<(&str, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("meshedge_edge_request_duration_seconds_count{"))
+        .map(|l| {
+            let (labels, n) = l.rsplit_once("} ").expect("a sample line");
+            (labels, n.parse().expect("an integer count"))
+        })
+        .collect();
+    assert!(counts.iter().any(|(_, n)| *n > 0), "{text}");
+    for (labels, n) in counts {
+        let inf =
+            format!("meshedge_edge_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {n}\n");
+        assert!(text.contains(&inf), "{inf} missing:\n{text}");
+    }
     let promtool = ["/usr/bin/promtool", "promtool"]
         .into_iter()
         .find(|p| {
