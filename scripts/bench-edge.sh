@@ -3,12 +3,21 @@
 # (../shared/bench: TLS in, mTLS out to an nginx upstream, proxy pinned to one core).
 # Installs the bench's tools once (its setup.sh), builds meshedge in release mode and runs
 # every peer plus meshedge, interleaved, with the bench's own flags passed through.
-# Usage: scripts/bench-edge.sh [--rounds N] [--duration S] [PEER ...]
+# --pgo: also the profile-guided build (scripts/build-pgo.sh, about 30 min on 2 cores), as
+# `meshedge-pgo` on port 8452 beside the plain release build.
+# Usage: scripts/bench-edge.sh [--pgo] [--rounds N] [--duration S] [PEER ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=$(realpath ../shared/bench)
-cargo build --release -q --bin meshedge -p meshedge
-export MESHEDGE_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
 [ -d "$bench/pki" ] && [ -x "$bench/loadgen/target/release/h3load" ] || "$bench/setup.sh"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-exec "$bench/run.sh" --extra "meshedge@$version:8450:h3" "exec $PWD/deploy/bench/meshedge-plugin.sh" "$@"
+plugin=$PWD/deploy/bench/meshedge-plugin.sh
+extra=()
+if [ "${1:-}" = --pgo ]; then
+  shift
+  pgo_bin=$(scripts/build-pgo.sh)
+  extra=(--extra "meshedge-pgo@$version:8452:h3" "MESHEDGE_BIN=$pgo_bin exec $plugin")
+fi
+cargo build --release -q --bin meshedge -p meshedge
+export MESHEDGE_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
+exec "$bench/run.sh" --extra "meshedge@$version:8450:h3" "exec $plugin" "${extra[@]}" "$@"

@@ -9,6 +9,7 @@
 # out start-up and the 16 TLS handshakes. Kernel time (about 45 % of a request on
 # loopback, for nginx as for meshedge) is not in these figures.
 # With --syscalls, system calls per request instead, by name (strace -c, same method).
+# MESHEDGE_BIN=PATH counts that binary (e.g. the profile-guided build) instead of building.
 # Usage: scripts/bench-instructions.sh [--syscalls] [N]        (default 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,12 @@ n=${1:-1000}
 bench=$(realpath ../shared/bench)
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 [ -d "$bench/pki" ] || "$bench/setup.sh"
-cargo build --release -q --bin meshedge -p meshedge
-bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
+if [ -n "${MESHEDGE_BIN:-}" ]; then
+  bin=$(realpath "$MESHEDGE_BIN")
+else
+  cargo build --release -q --bin meshedge -p meshedge
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
+fi
 pki=$bench/pki
 work=$(mktemp -d /tmp/meshedge-instr.XXXXXX)
 pids=()
