@@ -3,7 +3,7 @@
 # (../shared/bench: TLS in, mTLS out to an nginx upstream, proxy pinned to one core).
 # Installs the bench's tools once (its setup.sh), builds meshedge in release mode and runs
 # every peer plus meshedge, interleaved, with the bench's own flags passed through.
-# --pgo: also the profile-guided build (scripts/build-pgo.sh, about 30 min on 2 cores), as
+# --pgo: also the profile-guided build (scripts/build-pgo.sh, about 25 min on 2 cores), as
 # `meshedge-pgo` on port 8452 beside the plain release build.
 # Usage: scripts/bench-edge.sh [--pgo] [--rounds N] [--duration S] [PEER ...]
 set -euo pipefail
