@@ -63,22 +63,32 @@ pub fn parse_traceparent(v: &HeaderValue) -> Option<(&str, &str)> {
     ok.then_some((trace, flags))
 }
 
-/// Appends `bytes` random bytes as lowercase hex, drawing 8 bytes from `rng` at a time and
-/// writing each word's 16 digits with one copy (a push per digit cost 10 instructions).
+/// Appends `bytes` random bytes as lowercase hex, drawing 8 bytes from `rng` at a time.
 fn push_random_hex(out: &mut Vec<u8>, rng: &mut impl Rng, bytes: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut left = bytes;
     while left > 0 {
         let take = left.min(8);
-        let word = rng.random::<u64>().to_le_bytes();
-        let mut hex = [0u8; 16];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(word) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
+        let hex = hex_word(rng.random::<u64>());
         out.extend_from_slice(&hex[..2 * take]);
         left -= take;
     }
+}
+
+/// `word` as 16 lowercase hex digits, most significant first, computed on all digits at
+/// once (a table lookup per digit cost about four times as many instructions).
+fn hex_word(word: u64) -> [u8; 16] {
+    const BYTES_01: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    // Spread the 16 nibbles into the 16 bytes, nibble k (from the least significant) into
+    // byte k, by halving the field width at each step.
+    let mut v = u128::from(word);
+    v = (v | (v << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    v = (v | (v << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    v = (v | (v << 4)) & (BYTES_01 * 0x0f);
+    // Per byte: 1 where the nibble is 10 or more (adding 6 carries into bit 4).
+    let letters = ((v + BYTES_01 * 0x06) >> 4) & BYTES_01;
+    // '0' + n below ten, 'a' + (n - 10) from ten on ('a' - '0' - 10 = 0x27).
+    (v + BYTES_01 * u128::from(b'0') + letters * 0x27).to_be_bytes()
 }
 
 /// Appends `ip` as text (IPv4 without the formatting machinery: it runs for every request).

@@ -227,6 +227,8 @@ pub struct ClientCertResolver(ArcSwap<PresentedSvid>);
 struct PresentedSvid {
     key: Arc<CertifiedKey>,
     not_after: Option<OffsetDateTime>,
+    /// `not_after` in Unix seconds, for the per-request check (`i64::MAX` when unknown).
+    not_after_unix: i64,
     generation: u64,
 }
 
@@ -236,6 +238,7 @@ impl PresentedSvid {
         Self {
             key,
             not_after,
+            not_after_unix: not_after.map_or(i64::MAX, OffsetDateTime::unix_timestamp),
             generation,
         }
     }
@@ -281,12 +284,15 @@ impl ClientCertResolver {
     }
 
     /// `Some(notAfter)` when the SVID presented now has expired (checked per request: the
-    /// clock in Unix seconds, no calendar date built).
+    /// clock in Unix seconds against the `notAfter` converted once, no calendar date built).
     pub fn expired_now(&self) -> Option<OffsetDateTime> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.not_after().filter(|t| t.unix_timestamp() <= now)
+        let presented = self.0.load();
+        (presented.not_after_unix <= now)
+            .then_some(presented.not_after)
+            .flatten()
     }
 }
 

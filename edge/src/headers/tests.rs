@@ -159,3 +159,38 @@ fn client_addresses_are_written_like_display() {
         assert_eq!(out, ip.to_string());
     }
 }
+
+#[test]
+fn hex_words_match_the_formatter() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let samples = [
+        0,
+        u64::MAX,
+        0x0123_4567_89ab_cdef,
+        0xfedc_ba98_7654_3210,
+        0x0a0b_0c0d,
+    ];
+    for word in samples
+        .into_iter()
+        .chain((0..1000).map(|_| rng.random::<u64>()))
+    {
+        assert_eq!(
+            std::str::from_utf8(&hex_word(word)).unwrap(),
+            format!("{word:016x}"),
+            "word {word:#x}"
+        );
+    }
+}
+
+#[test]
+fn random_hex_has_two_digits_per_byte() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for bytes in [1, 7, 8, 9, 16] {
+        let mut out = Vec::new();
+        push_random_hex(&mut out, &mut rng, bytes);
+        assert_eq!(out.len(), 2 * bytes);
+        assert!(out
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
+    }
+}
