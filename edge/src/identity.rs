@@ -290,9 +290,9 @@ impl ClientCertResolver {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let presented = self.0.load();
-        (presented.not_after_unix <= now)
-            .then_some(presented.not_after)
-            .flatten()
+        presented
+            .not_after
+            .filter(|_| presented.not_after_unix <= now)
     }
 }
 
