@@ -7,7 +7,8 @@ its node's name. Systems:
   keepalived-fast     the same, VRRPv3, advert_int 0.01 (its limit)
   meshedge            `meshedge fleet` on n1, n2, n3 (n3 votes, hosts no gateway); each
                       eligible agent supervises its nginx as the gateway; default timing
-                      (vip_lease 30ms); `meshedge-18ms` sets vip_lease = "18ms"
+                      (vip_lease 100ms); `meshedge-18ms` sets vip_lease = "18ms",
+                      `meshedge-30ms` the first default
 Faults, applied to the node holding the VIP while the open-loop client runs (200 req/s, a
 new connection per request, 100 ms timeout):
   link-cut        its veth goes down, then up again
@@ -223,7 +224,7 @@ class Keepalived:
 
 class Meshedge:
     def __init__(self, binary, lease):
-        self.name = "meshedge" if lease == "30ms" else f"meshedge-{lease}"
+        self.name = "meshedge" if lease == "100ms" else f"meshedge-{lease}"
         self.lease = lease
         self.binary = binary
         self.daemons = {}
@@ -410,7 +411,7 @@ def table(results):
 
 def make_system(name, binary):
     if name.startswith("meshedge"):
-        return Meshedge(binary, name.partition("-")[2] or "30ms")
+        return Meshedge(binary, name.partition("-")[2] or "100ms")
     return Keepalived(name == "keepalived-fast")
 
 

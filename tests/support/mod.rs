@@ -12,7 +12,8 @@ pub fn meshedge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshedge"))
 }
 
-/// A temp dir removed on drop.
+/// A temp dir removed on drop (kept, and named on stderr, when `MESHEDGE_TEST_KEEP` is set:
+/// the logs of the processes a failed test started).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -35,6 +36,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::env::var_os("MESHEDGE_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

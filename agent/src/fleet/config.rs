@@ -23,7 +23,7 @@
 //! zone = "mesh.test"
 //! tsig_key_file = "/etc/meshedge/tsig.key"
 //!
-//! vip_lease = "30ms"                  # VIP lease; the other VIP timings derive from it
+//! vip_lease = "100ms"                 # VIP lease; the other VIP timings derive from it
 //!
 //! [[vip]]                             # optional, repeatable
 //! address = "198.18.1.1"
@@ -207,7 +207,7 @@ fn prefix() -> u8 {
     32
 }
 fn vip_lease() -> Duration {
-    Duration::from_millis(30)
+    super::lease::DEFAULT_LEASE
 }
 
 impl FleetConfig {

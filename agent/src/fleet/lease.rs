@@ -31,7 +31,9 @@
 //!   on its own when a higher-weight node returns (failback costs no request).
 //! - Probe: "answers" means a process reacts on the address (the caller sends bytes and
 //!   waits for any reply or close), not that the kernel completes a TCP handshake, which
-//!   it does for a stopped process too.
+//!   it does for a stopped process too. The handshake gets `probe_timeout`; once it
+//!   completes, the process gets as long as its own agent's readiness probe gives it
+//!   (500 ms), since a busy gateway is slow, not dead ([`super::vip_probe`]).
 //! - Fence: the address lives on the gateway's fence device ([`super::fence`]), which the
 //!   kernel removes the moment the gateway process exits. Killing a node's processes
 //!   therefore removes the address before any lease can expire: a survivor's claim never
@@ -42,15 +44,22 @@
 //!   renewing holder exists. Survivors could not have claimed meanwhile, since the address
 //!   answered their probes.
 //!
-//! Limits: if the whole node freezes (agent and gateway stopped), the probe gets no answer,
-//! a survivor claims, and the frozen node still has the address until it resumes and
+//! Limits: if the whole node freezes (agent and gateway stopped), the probe gets no answer
+//! within the reaction wait, a survivor claims, and the frozen node still has the address until it resumes and
 //! releases (within `claim_timeout`); keepalived has the same window. Frozen clocks or a
 //! clock-rate drift beyond the margins void the argument.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use tracing::info;
+
 use super::rendezvous;
+
+/// The default `vip_lease`. 30 ms (the first default) flapped on a saturated 2-core host:
+/// a follower descheduled for 20 ms missed its ack and the holder gave the address up
+/// (3-4 moves in 30 s with two to four busy loops); 100 ms moved none there.
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(100);
 
 /// Timing of the lease protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +98,6 @@ impl LeaseTiming {
             probe_lead: probe_timeout + renew_every,
             probe_timeout,
         }
-    }
-}
-
-impl Default for LeaseTiming {
-    /// The timing of a 30 ms lease.
-    fn default() -> Self {
-        Self::for_lease(Duration::from_millis(30))
     }
 }
 
@@ -278,8 +280,7 @@ impl VipOwnership {
             Role::Holder { .. } => {
                 let valid = self.valid_until(view).is_some_and(|until| now < until);
                 if !view.gateway_ready || !quorate {
-                    self.become_follower();
-                    return self.action(VipAction::Release, None);
+                    return self.give_up(Self::unfit(view.gateway_ready));
                 }
                 if !valid && paused {
                     self.role = Role::Reasserting { since: now };
@@ -287,16 +288,14 @@ impl VipOwnership {
                     return self.action(VipAction::None, Some(hb));
                 }
                 if !valid {
-                    self.become_follower();
-                    return self.action(VipAction::Release, None);
+                    return self.give_up("no quorum acked a heartbeat within the lease");
                 }
                 let hb = self.send(now, false);
                 self.action(VipAction::None, Some(hb))
             }
             Role::Reasserting { since } => {
                 if !view.gateway_ready || !quorate {
-                    self.become_follower();
-                    return self.action(VipAction::Release, None);
+                    return self.give_up(Self::unfit(view.gateway_ready));
                 }
                 if self.valid_until(view).is_some_and(|until| now < until) {
                     self.role = Role::Holder { since };
@@ -304,8 +303,7 @@ impl VipOwnership {
                     return self.action(VipAction::None, Some(hb));
                 }
                 if now.saturating_duration_since(since) >= self.timing.claim_timeout {
-                    self.become_follower();
-                    return self.action(VipAction::Release, None);
+                    return self.give_up("no quorum confirmed the lease after a pause");
                 }
                 let hb = self.send(now, true);
                 self.action(VipAction::None, Some(hb))
@@ -359,13 +357,13 @@ impl VipOwnership {
             }
             Role::Reasserting { .. } => {
                 // A renewing holder exists: this node's pause cost it the address.
-                self.become_follower();
+                self.give_up("another node renews the lease after this node's pause");
                 return refuse(VipAction::Release);
             }
             Role::Holder { .. } => {
                 // Two holders must never happen; if it does, the lower weight yields now.
                 if self.weight(from) > self.weight(&self.me) {
-                    self.become_follower();
+                    self.give_up("a second holder with a higher weight");
                     return refuse(VipAction::Release);
                 }
                 return refuse(VipAction::None);
@@ -469,6 +467,22 @@ impl VipOwnership {
         self.role = Role::Follower;
         self.sent.clear();
         self.acked.clear();
+    }
+
+    /// Why a holder unfit to hold gives the address up.
+    fn unfit(gateway_ready: bool) -> &'static str {
+        if gateway_ready {
+            "fewer than a quorum of members seen alive"
+        } else {
+            "the local gateway is not ready"
+        }
+    }
+
+    /// Becomes a follower and releases the address, saying why.
+    fn give_up(&mut self, reason: &'static str) -> Tick {
+        info!(vip = %self.vip, reason, "giving the virtual IP up");
+        self.become_follower();
+        self.action(VipAction::Release, None)
     }
 
     fn weight(&self, node: &str) -> u64 {

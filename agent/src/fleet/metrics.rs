@@ -13,6 +13,9 @@ pub const FENCE_FAILURES_TOTAL: &str = "meshedge_agent_fleet_fence_failures_tota
 pub const FLEET_ACTIONS_TOTAL: &str = "meshedge_agent_fleet_actions_total";
 /// Virtual IP ownership changes of this node, labels `vip`, `event` (`claim`, `release`).
 pub const FLEET_VIP_CHANGES_TOTAL: &str = "meshedge_agent_fleet_vip_changes_total";
+/// Probes of a virtual IP before a claim, labels `vip`, `result` (`reacted`,
+/// `unreachable`, `silent`).
+pub const FLEET_VIP_PROBES_TOTAL: &str = "meshedge_agent_fleet_vip_probes_total";
 /// 1 for each virtual IP this node holds, label `vip`.
 pub const FLEET_VIP_HELD: &str = "meshedge_agent_fleet_vip_held";
 /// DNS-SD registrations and withdrawals, labels `op` (`register`, `deregister`,
@@ -44,6 +47,10 @@ pub fn describe() {
     );
     describe_counter!(FLEET_ACTIONS_TOTAL, "Fleet policy actions (start, drain)");
     describe_counter!(FLEET_VIP_CHANGES_TOTAL, "Virtual IP claims and releases");
+    describe_counter!(
+        FLEET_VIP_PROBES_TOTAL,
+        "Virtual IP probes before a claim by result"
+    );
     describe_gauge!(FLEET_VIP_HELD, "1 for each virtual IP held by this node");
     describe_counter!(
         FLEET_ADVERTISE_TOTAL,

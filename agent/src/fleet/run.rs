@@ -157,12 +157,19 @@ impl Fleet {
             .collect();
         let advertiser = config.dns.as_ref().map(Advertiser::try_new).transpose()?;
         let timing = LeaseTiming::for_lease(config.vip_lease);
-        let (probes, probe_results) = VipProbes::new(config.vip.len(), timing.probe_timeout);
+        let supervision = SupervisorConfig {
+            fence: config.vip.iter().any(|v| v.fence),
+            ..SupervisorConfig::default()
+        };
+        // A gateway that answers its own readiness probe in time is alive: a survivor's
+        // probe waits as long for it before calling the address unserved.
+        let (probes, probe_results) = VipProbes::new(
+            config.vip.len(),
+            timing.probe_timeout,
+            supervision.probe_timeout,
+        );
         Ok(Self {
-            supervisor: Supervisor::spawn(SupervisorConfig {
-                fence: config.vip.iter().any(|v| v.fence),
-                ..SupervisorConfig::default()
-            }),
+            supervisor: Supervisor::spawn(supervision),
             fence: None,
             probes,
             probe_results,

@@ -129,18 +129,55 @@ pub(super) async fn ip_output(args: &[&str]) -> Result<String, VipError> {
 /// (its kernel still completes the TCP handshake, so connecting alone proves nothing).
 const PROBE_BYTES: &[u8] = b"\x15\x03\x03\x00\x02\x02\x32\r\n\r\n";
 
-/// Whether a process serves on `target`: it accepts a connection and reacts to
-/// [`PROBE_BYTES`] (an answer, a close or a reset) within `timeout`. A refused or
-/// unanswered connection, or silence after it, means nothing serves.
-pub async fn address_serves(target: std::net::SocketAddr, timeout: std::time::Duration) -> bool {
+/// What a probe of an address found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// A process reacted to [`PROBE_BYTES`]: an answer, a close or a reset.
+    Reacted,
+    /// Refused, or no handshake within the connect timeout: no process serves there (the
+    /// address is gone, or its host is cut off).
+    Unreachable,
+    /// A kernel completed the handshake but no process reacted within the reaction timeout
+    /// (a stopped process, or a whole frozen node).
+    Silent,
+}
+
+impl ProbeOutcome {
+    /// The metric label (`reacted`, `unreachable`, `silent`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Reacted => "reacted",
+            Self::Unreachable => "unreachable",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+/// Probes `target` in two phases: the TCP handshake within `connect_timeout` (a LAN peer's
+/// kernel answers in well under a millisecond, so a short wait is enough to call a cut-off
+/// or vanished address unreachable), then a process's reaction to [`PROBE_BYTES`] within
+/// `reaction_timeout`. A completed handshake proves that some kernel holds the address, so
+/// its process gets as long as its own supervisor gives it (a busy gateway is slow, not
+/// dead: claiming then would make two holders).
+pub async fn probe_address(
+    target: std::net::SocketAddr,
+    connect_timeout: std::time::Duration,
+    reaction_timeout: std::time::Duration,
+) -> ProbeOutcome {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(target).await?;
+    let connect = tokio::net::TcpStream::connect(target);
+    let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) | Err(_) => return ProbeOutcome::Unreachable,
+    };
+    let reaction = async {
         if stream.write_all(PROBE_BYTES).await.is_ok() {
             let mut buf = [0u8; 64];
             let _ = stream.read(&mut buf).await;
         }
-        Ok::<(), std::io::Error>(())
     };
-    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Ok(())))
+    match tokio::time::timeout(reaction_timeout, reaction).await {
+        Ok(()) => ProbeOutcome::Reacted,
+        Err(_) => ProbeOutcome::Silent,
+    }
 }

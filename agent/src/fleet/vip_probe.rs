@@ -3,13 +3,19 @@
 //! a claim ([`super::lease::LeaseTiming::probe_lead`]), and its result is read at the
 //! claim. Only a fresh "does not answer" allows a claim; no result yet counts as
 //! "answers" (wait), and a positive answer is trusted for a while.
+//!
+//! A probe is short when nothing completes the TCP handshake (the lease's
+//! `probe_timeout`, 10-20 ms) and long when a kernel does but its process is slow to react
+//! (the gateway's readiness timeout): a silent process counts as "does not answer" only
+//! from the moment that wait ended.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::vip;
+use super::metrics as m;
+use super::vip::{self, ProbeOutcome};
 
 /// How long a VIP that answered counts as served without probing again.
 pub const PROBE_TRUSTED: Duration = Duration::from_millis(100);
@@ -18,7 +24,8 @@ pub const NEGATIVE_FRESH: Duration = Duration::from_millis(30);
 /// Pause between two probes that both found nothing.
 const NEGATIVE_REPEAT: Duration = Duration::from_millis(10);
 
-/// A finished probe: VIP index, start time, whether something answered.
+/// A finished probe: VIP index, the time its evidence holds from (its start, or for a
+/// silent process the end of the wait), whether something answered.
 pub type ProbeResult = (usize, Instant, bool);
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,17 +38,29 @@ struct Slot {
 #[derive(Debug)]
 pub struct VipProbes {
     slots: Vec<Slot>,
-    timeout: Duration,
+    connect_timeout: Duration,
+    reaction_timeout: Duration,
     tx: mpsc::UnboundedSender<ProbeResult>,
 }
 
 impl VipProbes {
-    /// State for `n` VIPs, each probe allowed `timeout`; results arrive on the returned
-    /// receiver, to be passed to [`VipProbes::record`].
-    pub fn new(n: usize, timeout: Duration) -> (Self, mpsc::UnboundedReceiver<ProbeResult>) {
+    /// State for `n` VIPs; a probe waits `connect_timeout` for the handshake and then
+    /// `reaction_timeout` for the process ([`vip::probe_address`]). Results arrive on the
+    /// returned receiver, to be passed to [`VipProbes::record`].
+    pub fn new(
+        n: usize,
+        connect_timeout: Duration,
+        reaction_timeout: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<ProbeResult>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = vec![Slot::default(); n];
-        (Self { slots, timeout, tx }, rx)
+        let probes = Self {
+            slots,
+            connect_timeout,
+            reaction_timeout,
+            tx,
+        };
+        (probes, rx)
     }
 
     /// Starts a probe of VIP `i` at `target` unless one runs or a recent result stands.
@@ -56,11 +75,19 @@ impl VipProbes {
             return;
         }
         slot.running = true;
-        let (tx, timeout) = (self.tx.clone(), self.timeout);
+        let tx = self.tx.clone();
+        let (connect, reaction) = (self.connect_timeout, self.reaction_timeout);
         tokio::spawn(async move {
             let started = Instant::now();
-            let answered = vip::address_serves(target, timeout).await;
-            let _ = tx.send((i, started, answered));
+            let outcome = vip::probe_address(target, connect, reaction).await;
+            metrics::counter!(m::FLEET_VIP_PROBES_TOTAL,
+                "vip" => target.ip().to_string(), "result" => outcome.label())
+            .increment(1);
+            let evidence_at = match outcome {
+                ProbeOutcome::Silent => Instant::now(),
+                ProbeOutcome::Reacted | ProbeOutcome::Unreachable => started,
+            };
+            let _ = tx.send((i, evidence_at, outcome == ProbeOutcome::Reacted));
         });
     }
 
@@ -85,9 +112,11 @@ impl VipProbes {
 mod tests {
     use super::*;
 
+    const SHORT: Duration = Duration::from_millis(20);
+
     #[tokio::test]
     async fn only_a_fresh_negative_allows_a_claim() {
-        let (mut probes, _rx) = VipProbes::new(1, Duration::from_millis(20));
+        let (mut probes, _rx) = VipProbes::new(1, SHORT, SHORT);
         let t0 = Instant::now();
         assert!(probes.answers(0, t0), "no result yet: wait");
         probes.record((0, t0, false));
@@ -99,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_probe_of_an_unused_address_reports_nothing_answers() {
-        let (mut probes, mut rx) = VipProbes::new(1, Duration::from_millis(20));
+        let (mut probes, mut rx) = VipProbes::new(1, SHORT, SHORT);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = listener.local_addr().unwrap();
         drop(listener);
@@ -119,14 +148,60 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             drop(stream);
         });
-        assert!(vip::address_serves(target, Duration::from_secs(2)).await);
+        let outcome = vip::probe_address(target, SHORT, Duration::from_secs(2)).await;
+        assert_eq!(outcome, ProbeOutcome::Reacted);
+    }
+
+    /// The regression: a serving gateway that is slow to react (a loaded machine) was taken
+    /// for dead after 20 ms and a survivor claimed its address (two holders).
+    #[tokio::test]
+    async fn a_slow_process_gets_the_reaction_timeout_not_the_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            drop(stream);
+        });
+        let (mut probes, mut rx) = VipProbes::new(1, SHORT, Duration::from_secs(5));
+        probes.start(0, target, Instant::now());
+        let result = rx.recv().await.unwrap();
+        assert!(result.2, "a process that reacts after 150 ms serves");
+        probes.record(result);
+        assert!(probes.answers(0, Instant::now()));
     }
 
     #[tokio::test]
-    async fn a_listener_nobody_accepts_on_does_not_answer() {
+    async fn a_silent_process_allows_a_claim_from_the_end_of_the_wait() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = listener.local_addr().unwrap();
-        assert!(!vip::address_serves(target, Duration::from_millis(50)).await);
+        let reaction = Duration::from_millis(60);
+        let (mut probes, mut rx) = VipProbes::new(1, SHORT, reaction);
+        let started = Instant::now();
+        probes.start(0, target, started);
+        let result = rx.recv().await.unwrap();
+        assert!(
+            !result.2,
+            "accepted by the kernel, no process: nothing serves"
+        );
+        assert!(
+            result.1 >= started + reaction,
+            "the evidence holds from the end of the wait"
+        );
+        probes.record(result);
+        assert!(
+            !probes.answers(0, result.1),
+            "fresh negative: a claim may go ahead"
+        );
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_listener_nobody_accepts_on_is_silent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let outcome = vip::probe_address(target, SHORT, Duration::from_millis(50)).await;
+        assert_eq!(outcome, ProbeOutcome::Silent);
         drop(listener);
     }
 }

@@ -38,7 +38,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, n: usize) -> Self {
-        Self::with_timing(seed, n, LeaseTiming::default())
+        Self::with_timing(seed, n, short_lease())
     }
 
     fn with_timing(seed: u64, n: usize, timing: LeaseTiming) -> Self {
@@ -264,9 +264,19 @@ fn no_quorum_no_holder() {
     assert!(sim.holders().is_empty(), "two of five never hold");
 }
 
+/// The 30 ms lease the protocol tests step through in 5 ms ticks.
+fn short_lease() -> LeaseTiming {
+    LeaseTiming::for_lease(Duration::from_millis(30))
+}
+
 #[test]
 fn never_two_holders_over_random_faults() {
-    random_faults(LeaseTiming::default());
+    random_faults(short_lease());
+}
+
+#[test]
+fn never_two_holders_over_random_faults_with_the_default_lease() {
+    random_faults(LeaseTiming::for_lease(DEFAULT_LEASE));
 }
 
 #[test]
@@ -324,7 +334,7 @@ fn random_faults(timing: LeaseTiming) {
 
 #[test]
 fn zone_vip_only_goes_to_its_zone() {
-    let timing = LeaseTiming::default();
+    let timing = short_lease();
     let t0 = Instant::now();
     let mut other = VipOwnership::new("vip", Some("a"), "b1", timing);
     let alive = [cand("b1", true)];
@@ -357,7 +367,7 @@ fn holder_paused_while_its_gateway_serves_keeps_the_vip_on_resume() {
 /// `n0` holding the VIP among `alive` (acked by `n1` when the quorum needs it); returns the
 /// ownership and the ms reached.
 fn holding(alive: &[Candidate], quorum: usize, t0: Instant) -> (VipOwnership, u32) {
-    let mut own = VipOwnership::new("vip", None, "n0", LeaseTiming::default());
+    let mut own = VipOwnership::new("vip", None, "n0", short_lease());
     let view = VipView {
         alive,
         quorum,
@@ -378,7 +388,7 @@ fn holding(alive: &[Candidate], quorum: usize, t0: Instant) -> (VipOwnership, u3
 
 #[test]
 fn paused_holder_releases_when_a_quorum_does_not_confirm() {
-    let timing = LeaseTiming::default();
+    let timing = short_lease();
     let t0 = Instant::now();
     let alive = [cand("n0", true), cand("n1", true), cand("n2", true)];
     let (mut own, mut ms) = holding(&alive, 2, t0);
