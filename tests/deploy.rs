@@ -385,6 +385,7 @@ fn prometheus_config_rules_and_rule_tests_pass_promtool() {
         "MeshedgeEdgeCertExpiring",
         "MeshedgeHigh5xxRate",
         "MeshedgeRateLimitSpike",
+        "MeshedgeVipFlapping",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}\n")),
@@ -402,6 +403,7 @@ fn prometheus_config_rules_and_rule_tests_pass_promtool() {
             meshedge_agent::metrics::NODE_SVID_EXPIRY_SECONDS,
             meshedge_agent::metrics::CA_REACHABLE,
             meshedge_ca::metrics::INTERMEDIATE_EXPIRY_SECONDS,
+            meshedge_agent::fleet::metrics::FLEET_VIP_CHANGES_TOTAL,
         ],
     ]
     .concat();

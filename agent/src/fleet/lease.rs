@@ -61,6 +61,57 @@ use super::rendezvous;
 /// (3-4 moves in 30 s with two to four busy loops); 100 ms moved none there.
 pub const DEFAULT_LEASE: Duration = Duration::from_millis(100);
 
+/// Why a holder gives its address up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// Its local gateway is not ready.
+    GatewayNotReady,
+    /// It sees fewer than a quorum of members alive.
+    NoQuorumAlive,
+    /// No quorum acked a heartbeat within the lease (a cut link, or members starved of CPU).
+    LeaseLapsed,
+    /// After its own pause, no quorum confirmed the lease in time.
+    PauseUnconfirmed,
+    /// After its own pause, another node renews the lease.
+    RenewedElsewhere,
+    /// A second holder with a higher weight exists.
+    SecondHolder,
+}
+
+impl ReleaseReason {
+    fn unfit(gateway_ready: bool) -> Self {
+        if gateway_ready {
+            Self::NoQuorumAlive
+        } else {
+            Self::GatewayNotReady
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::GatewayNotReady => "gateway_not_ready",
+            Self::NoQuorumAlive => "no_quorum_alive",
+            Self::LeaseLapsed => "lease_lapsed",
+            Self::PauseUnconfirmed => "pause_unconfirmed",
+            Self::RenewedElsewhere => "renewed_elsewhere",
+            Self::SecondHolder => "second_holder",
+        }
+    }
+
+    /// The log line's reason.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::GatewayNotReady => "the local gateway is not ready",
+            Self::NoQuorumAlive => "fewer than a quorum of members seen alive",
+            Self::LeaseLapsed => "no quorum acked a heartbeat within the lease",
+            Self::PauseUnconfirmed => "no quorum confirmed the lease after a pause",
+            Self::RenewedElsewhere => "another node renews the lease after this node's pause",
+            Self::SecondHolder => "a second holder with a higher weight",
+        }
+    }
+}
+
 /// Timing of the lease protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTiming {
@@ -202,6 +253,8 @@ pub struct VipOwnership {
     last_tick: Option<Instant>,
     /// When the last holder said it released the address.
     released_at: Option<Instant>,
+    /// Why this node last gave the address up.
+    last_release: Option<ReleaseReason>,
 }
 
 // === impl VipOwnership ===
@@ -222,6 +275,7 @@ impl VipOwnership {
             remote: None,
             last_tick: None,
             released_at: None,
+            last_release: None,
         }
     }
 
@@ -280,7 +334,7 @@ impl VipOwnership {
             Role::Holder { .. } => {
                 let valid = self.valid_until(view).is_some_and(|until| now < until);
                 if !view.gateway_ready || !quorate {
-                    return self.give_up(Self::unfit(view.gateway_ready));
+                    return self.give_up(ReleaseReason::unfit(view.gateway_ready));
                 }
                 if !valid && paused {
                     self.role = Role::Reasserting { since: now };
@@ -288,14 +342,14 @@ impl VipOwnership {
                     return self.action(VipAction::None, Some(hb));
                 }
                 if !valid {
-                    return self.give_up("no quorum acked a heartbeat within the lease");
+                    return self.give_up(ReleaseReason::LeaseLapsed);
                 }
                 let hb = self.send(now, false);
                 self.action(VipAction::None, Some(hb))
             }
             Role::Reasserting { since } => {
                 if !view.gateway_ready || !quorate {
-                    return self.give_up(Self::unfit(view.gateway_ready));
+                    return self.give_up(ReleaseReason::unfit(view.gateway_ready));
                 }
                 if self.valid_until(view).is_some_and(|until| now < until) {
                     self.role = Role::Holder { since };
@@ -303,7 +357,7 @@ impl VipOwnership {
                     return self.action(VipAction::None, Some(hb));
                 }
                 if now.saturating_duration_since(since) >= self.timing.claim_timeout {
-                    return self.give_up("no quorum confirmed the lease after a pause");
+                    return self.give_up(ReleaseReason::PauseUnconfirmed);
                 }
                 let hb = self.send(now, true);
                 self.action(VipAction::None, Some(hb))
@@ -357,13 +411,13 @@ impl VipOwnership {
             }
             Role::Reasserting { .. } => {
                 // A renewing holder exists: this node's pause cost it the address.
-                self.give_up("another node renews the lease after this node's pause");
+                self.give_up(ReleaseReason::RenewedElsewhere);
                 return refuse(VipAction::Release);
             }
             Role::Holder { .. } => {
                 // Two holders must never happen; if it does, the lower weight yields now.
                 if self.weight(from) > self.weight(&self.me) {
-                    self.give_up("a second holder with a higher weight");
+                    self.give_up(ReleaseReason::SecondHolder);
                     return refuse(VipAction::Release);
                 }
                 return refuse(VipAction::None);
@@ -469,18 +523,15 @@ impl VipOwnership {
         self.acked.clear();
     }
 
-    /// Why a holder unfit to hold gives the address up.
-    fn unfit(gateway_ready: bool) -> &'static str {
-        if gateway_ready {
-            "fewer than a quorum of members seen alive"
-        } else {
-            "the local gateway is not ready"
-        }
+    /// Why this node last gave the address up (for the caller's metric).
+    pub fn last_release(&self) -> Option<ReleaseReason> {
+        self.last_release
     }
 
     /// Becomes a follower and releases the address, saying why.
-    fn give_up(&mut self, reason: &'static str) -> Tick {
-        info!(vip = %self.vip, reason, "giving the virtual IP up");
+    fn give_up(&mut self, reason: ReleaseReason) -> Tick {
+        info!(vip = %self.vip, reason = reason.describe(), "giving the virtual IP up");
+        self.last_release = Some(reason);
         self.become_follower();
         self.action(VipAction::Release, None)
     }

@@ -11,7 +11,10 @@ pub const GATEWAY_STATE: &str = "meshedge_agent_gateway_state";
 pub const FENCE_FAILURES_TOTAL: &str = "meshedge_agent_fleet_fence_failures_total";
 /// Policy actions taken, label `action` (`start`, `drain`).
 pub const FLEET_ACTIONS_TOTAL: &str = "meshedge_agent_fleet_actions_total";
-/// Virtual IP ownership changes of this node, labels `vip`, `event` (`claim`, `release`).
+/// Virtual IP ownership changes of this node, labels `vip`, `event` (`claim`, `release`)
+/// and `reason` (`elected` for claims; for releases `gateway_not_ready`,
+/// `no_quorum_alive`, `lease_lapsed`, `pause_unconfirmed`, `renewed_elsewhere`,
+/// `second_holder`, `shutdown`).
 pub const FLEET_VIP_CHANGES_TOTAL: &str = "meshedge_agent_fleet_vip_changes_total";
 /// Probes of a virtual IP before a claim, labels `vip`, `result` (`reacted`,
 /// `unreachable`, `silent`).

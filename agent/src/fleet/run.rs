@@ -234,7 +234,7 @@ impl Fleet {
         info!("fleet role stopping");
         for i in 0..self.vips.len() {
             if self.vips[i].1.is_holder() {
-                self.release(i).await;
+                self.release(i, "shutdown").await;
             }
         }
         self.unadvertise().await;
@@ -260,7 +260,7 @@ impl Fleet {
                         self.membership.send(addr, &FleetMessage::Ack { vip, seq });
                     }
                     if reply.action == VipAction::Release {
-                        self.release(i).await;
+                        self.release(i, self.release_reason(i)).await;
                     }
                 }
                 FleetMessage::Ack { vip, seq } => {
@@ -551,7 +551,7 @@ impl Fleet {
         let tick = self.vips[i].1.tick(now, &view);
         match tick.action {
             VipAction::Claim => self.claim(i).await,
-            VipAction::Release => self.release(i).await,
+            VipAction::Release => self.release(i, self.release_reason(i)).await,
             VipAction::None => {}
         }
         if let Some(hb) = tick.heartbeat {
@@ -574,13 +574,22 @@ impl Fleet {
             Err(e) => warn!(error = %e, "claiming the VIP failed"),
         }
         let label = cfg.address.to_string();
-        metrics::counter!(m::FLEET_VIP_CHANGES_TOTAL, "vip" => label.clone(), "event" => "claim")
-            .increment(1);
+        metrics::counter!(m::FLEET_VIP_CHANGES_TOTAL,
+            "vip" => label.clone(), "event" => "claim", "reason" => "elected")
+        .increment(1);
         metrics::gauge!(m::FLEET_VIP_HELD, "vip" => label).set(1.0);
     }
 
-    /// Removes the address first, then tells the members.
-    async fn release(&mut self, i: usize) {
+    /// The metric label of why VIP `i` was just given up.
+    fn release_reason(&self, i: usize) -> &'static str {
+        self.vips[i]
+            .1
+            .last_release()
+            .map_or("unknown", |r| r.label())
+    }
+
+    /// Removes the address first, then tells the members; `reason` labels the metric.
+    async fn release(&mut self, i: usize, reason: &'static str) {
         let cfg = self.vips[i].0.clone();
         let fence = self.fence.as_deref().filter(|_| cfg.fence);
         if let Err(e) = vip::remove(&cfg, fence).await {
@@ -588,8 +597,9 @@ impl Fleet {
         }
         println!("fleet: vip {} released", cfg.address);
         let label = cfg.address.to_string();
-        metrics::counter!(m::FLEET_VIP_CHANGES_TOTAL, "vip" => label.clone(), "event" => "release")
-            .increment(1);
+        metrics::counter!(m::FLEET_VIP_CHANGES_TOTAL,
+            "vip" => label.clone(), "event" => "release", "reason" => reason)
+        .increment(1);
         metrics::gauge!(m::FLEET_VIP_HELD, "vip" => label).set(0.0);
         let vip = self.vips[i].1.vip().to_owned();
         self.membership.broadcast(&FleetMessage::Release { vip });

@@ -421,6 +421,7 @@ fn paused_holder_releases_when_a_quorum_does_not_confirm() {
         "{after} ms"
     );
     assert!(!own.is_holder());
+    assert_eq!(own.last_release(), Some(ReleaseReason::PauseUnconfirmed));
 }
 
 #[test]
@@ -448,4 +449,26 @@ fn paused_holder_yields_to_a_renewing_holder() {
     assert_eq!(reply.action, VipAction::Release);
     assert!(!reply.ack);
     assert!(!own.is_holder());
+    assert_eq!(own.last_release(), Some(ReleaseReason::RenewedElsewhere));
+}
+
+#[test]
+fn a_holder_without_acks_says_its_lease_lapsed() {
+    let t0 = Instant::now();
+    let alive = [cand("n0", true), cand("n1", true), cand("n2", true)];
+    let (mut own, ms) = holding(&alive, 2, t0);
+    assert_eq!(own.last_release(), None);
+    let view = VipView {
+        alive: &alive,
+        quorum: 2,
+        gateway_ready: true,
+        address_answers: false,
+    };
+    // Heartbeats go out every 5 ms on time; nobody acks them.
+    let released = (1..20u32)
+        .map(|step| ms + 5 * step)
+        .find(|&at| own.tick(t0 + MS * at, &view).action == VipAction::Release);
+    assert!(released.is_some(), "released without acks");
+    assert_eq!(own.last_release(), Some(ReleaseReason::LeaseLapsed));
+    assert_eq!(ReleaseReason::LeaseLapsed.label(), "lease_lapsed");
 }
