@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 
 use crate::headers::ConnectionOptions;
+
+mod names;
 
 /// Most header lines accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -153,8 +155,8 @@ pub(super) fn parse_head(
             let start = s.as_ptr() as usize - base;
             [start as u32, (start + s.len()) as u32]
         };
-        let mut kept = [[[0u32; 2]; 2]; MAX_RESPONSE_HEADERS];
-        let mut count = 0;
+        // Inline for the usual handful of headers: zeroing room for all 128 cost more.
+        let mut kept = smallvec::SmallVec::<[[[u32; 2]; 2]; 16]>::new();
         for h in parsed.headers.iter() {
             // `connection: keep-alive|close` and `keep-alive` concern this connection only:
             // read here and left out (the proxy would strip them); a `connection` header
@@ -166,16 +168,15 @@ pub(super) fn parse_head(
                 continue;
             }
             lengths.note(h.name, h.value);
-            kept[count] = [at(h.name.as_bytes()), at(h.value)];
-            count += 1;
+            kept.push([at(h.name.as_bytes()), at(h.value)]);
         }
         let framing = framing(method, status, lengths)?;
         let head = buf.split_to(len).freeze();
         let range = |[start, end]: [u32; 2]| start as usize..end as usize;
         // Room for what the proxy adds (`x-request-id`, `alt-svc`): growing rehashes.
-        let mut headers = HeaderMap::with_capacity(count + 2);
-        for [name, value] in kept[..count].iter().copied() {
-            let name = HeaderName::from_bytes(&head[range(name)]).map_err(|_| {
+        let mut headers = HeaderMap::with_capacity(kept.len() + 2);
+        for [name, value] in kept.iter().copied() {
+            let name = names::header_name(&head[range(name)]).map_err(|_| {
                 H1Error::Head(format!(
                     "header name {:?}",
                     String::from_utf8_lossy(&head[range(name)])
