@@ -225,6 +225,17 @@ fn vip_moves_on_link_cut_never_two_holders() {
         .status();
     assert!(took.is_some(), "a survivor holds the VIP; client {summary}");
     assert!(max_holders <= 1, "two holders seen at once");
+    // The cut node says why it gave the address up (its own status file).
+    let status = dir.join(&format!("n{holder}.json"));
+    let reason = poll(Duration::from_secs(5), || {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status).ok()?).ok()?;
+        doc["vips"][0]["last_release"].as_str().map(str::to_owned)
+    });
+    assert!(
+        matches!(reason.as_deref(), Some("lease_lapsed" | "no_quorum_alive")),
+        "the cut holder's release reason: {reason:?}"
+    );
     let back = poll(Duration::from_secs(10), || {
         let h = holders(&prefix);
         (h.len() == 1).then_some(h)

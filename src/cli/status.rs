@@ -213,8 +213,12 @@ fn print_fleet(f: &Value) {
         );
     }
     for vip in f["vips"].as_array().into_iter().flatten() {
+        let released = vip["last_release"]
+            .as_str()
+            .map(|r| format!(" (this node last gave it up: {r})"))
+            .unwrap_or_default();
         println!(
-            "    vip {} held by {}",
+            "    vip {} held by {}{released}",
             s(&vip["address"]),
             vip["holder"].as_str().unwrap_or("NOBODY")
         );

@@ -461,7 +461,7 @@ impl Fleet {
         let vips = self
             .vips
             .iter()
-            .map(|(cfg, _)| {
+            .map(|(cfg, own)| {
                 let address = cfg.address.to_string();
                 let holder = members
                     .iter()
@@ -471,6 +471,7 @@ impl Fleet {
                     address,
                     zone: cfg.zone.clone(),
                     holder,
+                    last_release: own.last_release().map(|r| r.label()),
                 }
             })
             .collect();

@@ -64,6 +64,9 @@ pub struct VipStatus {
     pub zone: Option<String>,
     /// The member holding it, if any.
     pub holder: Option<String>,
+    /// Why this node last gave it up (`lease_lapsed`, `gateway_not_ready`, ...), if it
+    /// ever did.
+    pub last_release: Option<&'static str>,
 }
 
 /// Writes `status` to `path` (temp file + rename) with the time it was written.
@@ -110,6 +113,7 @@ mod tests {
                 address: "198.18.1.1".into(),
                 zone: None,
                 holder: Some("a1".into()),
+                last_release: Some("lease_lapsed"),
             }],
         };
         write(&path, &status).unwrap();
@@ -117,6 +121,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(doc["members"][0]["node"], "a1");
         assert_eq!(doc["vips"][0]["holder"], "a1");
+        assert_eq!(doc["vips"][0]["last_release"], "lease_lapsed");
         assert!(doc["written_at"].as_str().unwrap().starts_with("20"));
         assert!(!path.with_extension("tmp").exists());
         let _ = std::fs::remove_dir_all(&dir);
