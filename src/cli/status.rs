@@ -213,16 +213,21 @@ fn print_fleet(f: &Value) {
         );
     }
     for vip in f["vips"].as_array().into_iter().flatten() {
-        let released = vip["last_release"]
-            .as_str()
-            .map(|r| format!(" (this node last gave it up: {r})"))
-            .unwrap_or_default();
-        println!(
-            "    vip {} held by {}{released}",
-            s(&vip["address"]),
-            vip["holder"].as_str().unwrap_or("NOBODY")
-        );
+        println!("    {}", vip_line(vip));
     }
+}
+
+/// One VIP of the fleet view: its holder, and why this node last gave it up.
+fn vip_line(vip: &Value) -> String {
+    let released = vip["last_release"]
+        .as_str()
+        .map(|r| format!(" (this node last gave it up: {r})"))
+        .unwrap_or_default();
+    format!(
+        "vip {} held by {}{released}",
+        s(&vip["address"]),
+        vip["holder"].as_str().unwrap_or("NOBODY")
+    )
 }
 
 /// Runs `meshedge status` (or `doctor` when `doctor` is true).
@@ -325,4 +330,23 @@ async fn run_doctor(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vip_line_names_the_holder_and_the_last_release() {
+        let held =
+            serde_json::json!({"address": "198.18.1.1", "holder": "a1", "last_release": null});
+        assert_eq!(vip_line(&held), "vip 198.18.1.1 held by a1");
+        let lost = serde_json::json!({
+            "address": "198.18.1.1", "holder": null, "last_release": "lease_lapsed"
+        });
+        assert_eq!(
+            vip_line(&lost),
+            "vip 198.18.1.1 held by NOBODY (this node last gave it up: lease_lapsed)"
+        );
+    }
 }

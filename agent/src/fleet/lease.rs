@@ -45,8 +45,8 @@
 //!   answered their probes.
 //!
 //! Limits: if the whole node freezes (agent and gateway stopped), the probe gets no answer
-//! within the reaction wait, a survivor claims, and the frozen node still has the address until it resumes and
-//! releases (within `claim_timeout`); keepalived has the same window. Frozen clocks or a
+//! within the reaction wait, a survivor claims, and the frozen node still has the address
+//! until it resumes and releases (within `claim_timeout`); keepalived has the same window. Frozen clocks or a
 //! clock-rate drift beyond the margins void the argument.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -57,8 +57,8 @@ use tracing::info;
 use super::rendezvous;
 
 /// The default `vip_lease`. 30 ms (the first default) flapped on a saturated 2-core host:
-/// a follower descheduled for 20 ms missed its ack and the holder gave the address up
-/// (3-4 moves in 30 s with two to four busy loops); 100 ms moved none there.
+/// a follower descheduled for 20 ms missed its ack and the holder gave the address up (in 3
+/// of 5 runs of 30 s with four busy loops, `scripts/vip-stability.sh`); 100 ms in none.
 pub const DEFAULT_LEASE: Duration = Duration::from_millis(100);
 
 /// Why a holder gives its address up.

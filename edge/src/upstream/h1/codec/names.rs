@@ -10,26 +10,23 @@ use http::header::{
 
 /// The header name `bytes` spells (any case), as `HeaderName::from_bytes` gives it.
 pub(super) fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-    let candidate = match bytes.len() {
-        4 if bytes.eq_ignore_ascii_case(b"date") => Some(DATE),
-        4 if bytes.eq_ignore_ascii_case(b"etag") => Some(ETAG),
-        4 if bytes.eq_ignore_ascii_case(b"vary") => Some(VARY),
-        6 if bytes.eq_ignore_ascii_case(b"server") => Some(SERVER),
-        7 if bytes.eq_ignore_ascii_case(b"expires") => Some(EXPIRES),
-        8 if bytes.eq_ignore_ascii_case(b"location") => Some(LOCATION),
-        10 if bytes.eq_ignore_ascii_case(b"set-cookie") => Some(SET_COOKIE),
-        12 if bytes.eq_ignore_ascii_case(b"content-type") => Some(CONTENT_TYPE),
-        13 if bytes.eq_ignore_ascii_case(b"cache-control") => Some(CACHE_CONTROL),
-        13 if bytes.eq_ignore_ascii_case(b"last-modified") => Some(LAST_MODIFIED),
-        13 if bytes.eq_ignore_ascii_case(b"accept-ranges") => Some(ACCEPT_RANGES),
-        14 if bytes.eq_ignore_ascii_case(b"content-length") => Some(CONTENT_LENGTH),
-        16 if bytes.eq_ignore_ascii_case(b"content-encoding") => Some(CONTENT_ENCODING),
-        _ => None,
+    let name = match bytes.len() {
+        4 if bytes.eq_ignore_ascii_case(b"date") => DATE,
+        4 if bytes.eq_ignore_ascii_case(b"etag") => ETAG,
+        4 if bytes.eq_ignore_ascii_case(b"vary") => VARY,
+        6 if bytes.eq_ignore_ascii_case(b"server") => SERVER,
+        7 if bytes.eq_ignore_ascii_case(b"expires") => EXPIRES,
+        8 if bytes.eq_ignore_ascii_case(b"location") => LOCATION,
+        10 if bytes.eq_ignore_ascii_case(b"set-cookie") => SET_COOKIE,
+        12 if bytes.eq_ignore_ascii_case(b"content-type") => CONTENT_TYPE,
+        13 if bytes.eq_ignore_ascii_case(b"cache-control") => CACHE_CONTROL,
+        13 if bytes.eq_ignore_ascii_case(b"last-modified") => LAST_MODIFIED,
+        13 if bytes.eq_ignore_ascii_case(b"accept-ranges") => ACCEPT_RANGES,
+        14 if bytes.eq_ignore_ascii_case(b"content-length") => CONTENT_LENGTH,
+        16 if bytes.eq_ignore_ascii_case(b"content-encoding") => CONTENT_ENCODING,
+        _ => return HeaderName::from_bytes(bytes),
     };
-    match candidate {
-        Some(name) => Ok(name),
-        None => HeaderName::from_bytes(bytes),
-    }
+    Ok(name)
 }
 
 #[cfg(test)]
