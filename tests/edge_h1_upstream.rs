@@ -105,6 +105,8 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
                         "/s/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
                         "/s/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n".iter().copied().chain(ok("after interim")).collect(),
                         "/s/garbage" => b"HTTP/1.1 abc nonsense\r\n\r\n".to_vec(),
+                        "/s/fields" => b"HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Request-Id: from-upstream\r\nSet-Cookie: a=1\r\nProxy-Authenticate: Basic\r\nset-cookie: b=2\r\nTrailer: x-t\r\nUpgrade: h2c\r\nTE: gzip\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 6\r\n\r\nfields".to_vec(),
+                        "/s/listed" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 6\r\n\r\nlisted".to_vec(),
                         "/s/post" => ok(&format!("got {} bytes", body.len())),
                         "/s/until-close" => {
                             let _ = tls.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
@@ -231,6 +233,73 @@ async fn in_task_http1_client_against_a_scripted_upstream() {
         assert_eq!(
             (r.status, r.body.as_str()),
             (200, format!("got {size} bytes").as_str())
+        );
+    }
+
+    // Upstream header fields: forwarded in order and spelling to HTTP/1.1 clients (the
+    // fields as received), by name to HTTP/2 clients (through a header map); hop-by-hop
+    // fields and the upstream's request id never pass, names listed in `connection` neither.
+    for version in ["--http1.1", "--http2"] {
+        let r = curl_async(
+            &w,
+            host,
+            "/s/fields",
+            &[version, "-H", "x-request-id: rid-7"],
+        )
+        .await;
+        assert_eq!((r.status, r.body.as_str()), (200, "fields"), "{r:?}");
+        assert_eq!(r.headers["server"], "scripted", "{r:?}");
+        assert_eq!(r.headers["x-request-id"], "rid-7", "{r:?}");
+        assert_eq!(r.headers["date"], "Tue, 01 Dec 2026 00:00:00 GMT", "{r:?}");
+        assert_eq!(r.head.matches("rid-7").count(), 1, "{}", r.head);
+        assert_eq!(
+            r.head
+                .to_ascii_lowercase()
+                .matches("content-length")
+                .count(),
+            1,
+            "{}",
+            r.head
+        );
+        assert_eq!(
+            r.head.to_ascii_lowercase().matches("\ndate:").count()
+                + usize::from(r.head.to_ascii_lowercase().starts_with("date:")),
+            1,
+            "{}",
+            r.head
+        );
+        let names: Vec<String> = r
+            .head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(name, _)| name.trim().to_ascii_lowercase())
+            .collect();
+        for gone in ["proxy-authenticate", "trailer", "upgrade", "te"] {
+            assert!(!names.iter().any(|n| n == gone), "{gone}: {}", r.head);
+        }
+        assert!(!r.head.contains("from-upstream"), "{}", r.head);
+        let cookies: Vec<_> = r
+            .head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .collect();
+        assert_eq!(cookies.len(), 2, "{}", r.head);
+        if version == "--http1.1" {
+            assert_eq!(
+                cookies,
+                ["Set-Cookie: a=1", "set-cookie: b=2"],
+                "as received"
+            );
+            assert!(r.head.contains("Server: scripted"), "{}", r.head);
+        }
+        let r = curl_async(&w, host, "/s/listed", &[version]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "listed"), "{r:?}");
+        assert_eq!(r.headers["x-kept"], "2", "{r:?}");
+        assert!(!r.headers.contains_key("x-hop"), "{r:?}");
+        assert!(
+            !r.head.to_ascii_lowercase().contains("connection: x-hop"),
+            "{}",
+            r.head
         );
     }
 

@@ -35,6 +35,24 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || HOP_BY_HOP.contains(name)
 }
 
+/// [`strip_hop_by_hop`]'s rule for one field as bytes (an upstream's raw response fields):
+/// true for the fixed hop-by-hop names, and for `te` unless its value is `trailers`. The
+/// names a `connection` field lists are not known here: a head with one goes through the map.
+pub fn is_hop_by_hop_field(name: &[u8], value: &[u8]) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match name.len() {
+        2 => is("te") && !value.eq_ignore_ascii_case(b"trailers"),
+        7 => is("upgrade") || is("trailer"),
+        10 => is("connection") || is("keep-alive"),
+        14 => is("http2-settings"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
+}
+
 /// True for an `x-request-id` worth keeping: 1-128 visible ASCII characters.
 pub fn is_valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();

@@ -31,7 +31,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, OVERFLOW_HEADER};
 use crate::route::{normalize_host, RequestInfo};
-use crate::upstream::{BoxError, RequestHead};
+use crate::upstream::{BoxError, RawHead, RequestHead};
 use attempt::{Answer, ReqBody};
 use limit::RouteLimits;
 use request_metrics::RequestMetrics;
@@ -77,6 +77,39 @@ pub struct Proxy {
     request_metrics: RequestMetrics,
 }
 
+/// What the gateway answers: a response and, when it came from the in-task HTTP/1.1
+/// client, the upstream's header fields as received, to be sent after the response's own
+/// headers. Hop-by-hop fields and the ones the gateway sets itself (`x-request-id`,
+/// `alt-svc`) are already out of them.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status, the headers the gateway set (or all of them), body.
+    pub response: Response<ProxyBody>,
+    /// The upstream's header fields, when they are not in `response`'s map.
+    pub upstream_fields: Option<RawHead>,
+}
+
+impl Reply {
+    /// One response with every header in its map, for the listeners that need one
+    /// (HTTP/2, HTTP/3, hyper's HTTP/1.1).
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut response = self.response;
+        if let Some(fields) = self.upstream_fields {
+            fields.append_to(response.headers_mut());
+        }
+        response
+    }
+}
+
+impl From<Response<ProxyBody>> for Reply {
+    fn from(response: Response<ProxyBody>) -> Self {
+        Self {
+            response,
+            upstream_fields: None,
+        }
+    }
+}
+
 /// The `x-meshedge-error` header: why the gateway answered a request itself.
 pub const X_MESHEDGE_ERROR: http::HeaderName = http::HeaderName::from_static("x-meshedge-error");
 
@@ -96,22 +129,47 @@ impl Proxy {
         self.runtime.load_full()
     }
 
-    /// Handles one request.
+    /// Handles one request; every header is in the response's map.
     pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut resp = self.route(req, conn).await;
-        if conn.protocol != "h3" {
-            if let Some(v) = &self.alt_svc {
-                resp.headers_mut().insert(http::header::ALT_SVC, v.clone());
-            }
-        }
-        resp
+        self.reply(req, conn).await.into_response()
     }
 
-    async fn route<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
+    /// Handles one request; an HTTP/1.1 upstream's header fields stay as they arrived.
+    pub async fn reply<B>(&self, req: Request<B>, conn: ConnInfo) -> Reply
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut upstream_fields = None;
+        let mut response = self.route(req, conn, &mut upstream_fields).await;
+        if conn.protocol != "h3" {
+            if let Some(v) = &self.alt_svc {
+                response
+                    .headers_mut()
+                    .insert(http::header::ALT_SVC, v.clone());
+                if let Some(fields) = &mut upstream_fields {
+                    fields.retain(|name, _| !name.eq_ignore_ascii_case(b"alt-svc"));
+                }
+            }
+        }
+        Reply {
+            response,
+            upstream_fields,
+        }
+    }
+
+    /// Routes and answers one request. The upstream's header fields go to
+    /// `upstream_fields` when its response came from the in-task HTTP/1.1 client.
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+        upstream_fields: &mut Option<RawHead>,
+    ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -309,7 +367,7 @@ impl Proxy {
         match answer {
             Answer::Upstream(resp, addr) => {
                 entry.upstream = upstream(addr);
-                self.forward(&rt, entry, started, resp, &request_id)
+                self.forward(&rt, entry, started, resp, &request_id, upstream_fields)
             }
             Answer::CircuitOpen(open, addr) => {
                 entry.upstream = upstream(addr);
@@ -348,9 +406,23 @@ impl Proxy {
         started: Instant,
         resp: Response<crate::upstream::ResponseBody>,
         request_id: &HeaderValue,
+        upstream_fields: &mut Option<RawHead>,
     ) -> Response<ProxyBody> {
-        let (mut parts, body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
+        let mut fields = body.take_fields();
+        // The names a `connection` field lists are hop-by-hop too: the map's rules read
+        // them (rare: the codec already took `connection: keep-alive|close` out).
+        if let Some(listing) = fields.take_if(|f| f.contains(b"connection")) {
+            listing.append_to(&mut parts.headers);
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(fields) = &mut fields {
+            fields.retain(|name, value| {
+                !headers::is_hop_by_hop_field(name, value)
+                    && !name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes())
+            });
+        }
+        *upstream_fields = fields;
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         parts.version = http::Version::default();
         entry.status = parts.status.as_u16();

@@ -6,6 +6,7 @@
 
 mod h1;
 mod outgoing;
+mod raw_head;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -39,6 +40,7 @@ use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, Resource};
 
 pub use outgoing::{Outgoing, RequestHead};
+pub use raw_head::RawHead;
 
 /// Error type of bodies sent upstream.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -444,6 +446,17 @@ pub enum ResponseBody {
     Hyper(Incoming),
     /// From the in-task HTTP/1.1 client.
     H1(h1::H1Body),
+}
+
+impl ResponseBody {
+    /// The header fields of a response from the in-task HTTP/1.1 client, whose header map
+    /// is empty (once; `None` for hyper's responses, whose map has them).
+    pub fn take_fields(&mut self) -> Option<RawHead> {
+        match self {
+            Self::Hyper(_) => None,
+            Self::H1(b) => b.take_fields(),
+        }
+    }
 }
 
 impl Body for ResponseBody {

@@ -391,6 +391,8 @@ pub struct CurlResult {
     pub status: u16,
     pub version: String,
     pub headers: HashMap<String, String>,
+    /// The header lines as received (repeats and spelling kept), without the status line.
+    pub head: String,
     pub body: String,
 }
 
@@ -433,6 +435,7 @@ pub fn curl(edge: SocketAddr, bundle: &Path, host: &str, path: &str, extra: &[&s
         status,
         version,
         headers,
+        head: head.lines().skip(1).collect::<Vec<_>>().join("\n"),
         body: body.to_owned(),
     }
 }

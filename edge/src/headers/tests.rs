@@ -194,3 +194,42 @@ fn random_hex_has_two_digits_per_byte() {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
     }
 }
+
+/// The rule on bytes agrees with the map's rule for every hop-by-hop name, in any case, and
+/// for names of the same lengths that are not hop-by-hop.
+#[test]
+fn field_rule_agrees_with_the_map_rule() {
+    let names = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "te",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "http2-settings",
+        "tf",
+        "upgradf",
+        "content-length",
+        "x-request-id",
+        "server",
+    ];
+    for name in names {
+        for value in ["trailers", "gzip"] {
+            let mut h = map(&[(name, value), ("x-kept", "1")]);
+            // Without a connection field the map rule removes exactly the fixed names.
+            h.remove(CONNECTION);
+            let by_map = !{
+                let mut stripped = h.clone();
+                strip_hop_by_hop(&mut stripped);
+                stripped.contains_key(name)
+            } && name != "connection";
+            let upper = name.to_ascii_uppercase();
+            let by_field = is_hop_by_hop_field(upper.as_bytes(), value.as_bytes());
+            let expected = by_map || name == "connection";
+            assert_eq!(by_field, expected, "{name}: {value}");
+        }
+    }
+}

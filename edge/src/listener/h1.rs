@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics as m;
-use crate::proxy::ProxyBody;
+use crate::proxy::Reply;
 use request::Parsed;
 use response::{DateCache, ResponseFor};
 
@@ -64,7 +64,7 @@ pub async fn serve<S, H, F>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: FnMut(Request<Full<Bytes>>) -> F,
-    F: Future<Output = Response<ProxyBody>>,
+    F: Future<Output = Reply>,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
     let mut out = Vec::with_capacity(READ_BUF_BYTES);
@@ -116,15 +116,24 @@ where
         waiting = false;
         let head = fast.request.method() == Method::HEAD;
         let http10 = fast.request.version() == Version::HTTP_10;
-        let resp = handler(fast.request.map(Full::new)).await;
+        let Reply {
+            response,
+            upstream_fields,
+        } = handler(fast.request.map(Full::new)).await;
         let asked = ResponseFor {
             head,
             http10,
             keep_alive: fast.keep_alive && !*drain.borrow(),
         };
-        let (parts, body) = resp.into_parts();
-        let (framing, keep_alive) =
-            response::encode_head(&mut out, &parts, body.size_hint().exact(), asked, &mut date);
+        let (parts, body) = response.into_parts();
+        let (framing, keep_alive) = response::encode_head(
+            &mut out,
+            &parts,
+            upstream_fields.as_ref(),
+            body.size_hint().exact(),
+            asked,
+            &mut date,
+        );
         match response::send(io, &mut out, body, framing).await {
             Ok(true) if keep_alive => {}
             Ok(_) => return close(io).await,

@@ -29,7 +29,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
 use super::{
-    bounded, BoxError, BreakerSlot, FailureKind, MtlsConnector, RequestHead, TryBudget,
+    bounded, BoxError, BreakerSlot, FailureKind, MtlsConnector, RawHead, RequestHead, TryBudget,
     UpstreamError,
 };
 use crate::metrics as m;
@@ -332,12 +332,19 @@ fn respond(
             addr,
         }))
     };
-    head.response.map(|()| H1Body { state })
+    let mut response = Response::new(H1Body {
+        state,
+        fields: Some(head.fields),
+    });
+    *response.status_mut() = head.status;
+    response
 }
 
-/// A response body read by the in-task client.
+/// A response body read by the in-task client. It also carries the response's header
+/// fields as received: the response's own header map stays empty (see [`RawHead`]).
 pub struct H1Body {
     state: BodyState,
+    fields: Option<RawHead>,
 }
 
 enum BodyState {
@@ -357,6 +364,11 @@ struct Streaming {
 }
 
 impl H1Body {
+    /// The response's header fields (once: `None` after the first call).
+    pub fn take_fields(&mut self) -> Option<RawHead> {
+        self.fields.take()
+    }
+
     /// Ends the body; a connection whose response ended cleanly goes back to the pool.
     fn finish(&mut self) {
         if let BodyState::Streaming(s) = std::mem::replace(&mut self.state, BodyState::Done) {

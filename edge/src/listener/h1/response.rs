@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::proxy::ProxyBody;
+use crate::upstream::RawHead;
 
 /// Buffered response bytes are written out when they reach this size.
 const WRITE_AT_BYTES: usize = 64 * 1024;
@@ -62,12 +63,14 @@ impl DateCache {
     }
 }
 
-/// Writes the status line and headers of `parts` into `out`, with the framing and
-/// connection headers this connection needs, and `date` when absent. Returns the body's
-/// framing and whether the connection stays open after the response.
+/// Writes the status line and headers of `parts` into `out`, then the upstream's `fields`
+/// as they arrived, with the framing and connection headers this connection needs, and
+/// `date` when absent. Returns the body's framing and whether the connection stays open
+/// after the response.
 pub fn encode_head(
     out: &mut Vec<u8>,
     parts: &Parts,
+    fields: Option<&RawHead>,
     body_size: Option<u64>,
     request: ResponseFor,
     date: &mut DateCache,
@@ -75,25 +78,38 @@ pub fn encode_head(
     let status = parts.status;
     let mut keep_alive = request.keep_alive;
     push_status_line(out, status);
-    let mut declared: Option<u64> = None;
-    let mut has_date = false;
+    let mut written = Written::default();
     for (name, value) in &parts.headers {
         // The framing and connection headers are this hop's, written below.
         if name == TRANSFER_ENCODING || name == CONNECTION {
             continue;
         }
-        has_date |= name == DATE;
+        written.has_date |= name == DATE;
         if name == CONTENT_LENGTH {
             if status == StatusCode::NO_CONTENT {
                 continue;
             }
-            declared = value.to_str().ok().and_then(|v| v.parse().ok());
+            written.note_length(value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    for (name, value) in fields.into_iter().flat_map(RawHead::iter) {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        match name.len() {
+            4 if is("date") => written.has_date = true,
+            10 if is("connection") => continue,
+            17 if is("transfer-encoding") => continue,
+            14 if is("content-length") => {
+                if status == StatusCode::NO_CONTENT {
+                    continue;
+                }
+                written.note_length(value);
+            }
+            _ => {}
+        }
+        push_field(out, name, value);
+    }
+    let Written { declared, has_date } = written;
     let bodiless = request.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -124,6 +140,29 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     (framing, keep_alive)
+}
+
+/// What the header loops saw that decides the framing and the `date` header.
+#[derive(Default)]
+struct Written {
+    /// The `content-length` value, when it is a number (the last one).
+    declared: Option<u64>,
+    /// A `date` header was written.
+    has_date: bool,
+}
+
+impl Written {
+    fn note_length(&mut self, value: &[u8]) {
+        self.declared = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+    }
+}
+
+/// Writes `name: value\r\n` into `out`.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes `HTTP/1.1 <code> <reason>\r\n` into `out`.

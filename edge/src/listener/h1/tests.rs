@@ -12,15 +12,16 @@ const LIMITS: H1Limits = H1Limits {
 };
 
 /// Answers `METHOD PATH BODY-BYTES` as the body.
-async fn echo(req: Request<Full<Bytes>>) -> Response<ProxyBody> {
+async fn echo(req: Request<Full<Bytes>>) -> Reply {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Response::new(full(format!(
+    http::Response::new(full(format!(
         "{} {} {}",
         parts.method,
         parts.uri.path(),
         body.len()
     )))
+    .into()
 }
 
 /// A fast-path connection over an in-memory pipe; returns the client end and the task.

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode};
+use smallvec::SmallVec;
 
 use crate::headers::ConnectionOptions;
-
-mod names;
+use crate::upstream::raw_head::{Field, RawHead};
 
 /// Most header lines accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -95,8 +95,10 @@ pub(super) enum Framing {
 /// A parsed response head.
 #[derive(Debug)]
 pub(super) struct ResponseHead {
-    /// Status, version and headers, with an empty body.
-    pub response: Response<()>,
+    /// The final status.
+    pub status: StatusCode,
+    /// The header fields, without `connection: keep-alive|close` and `keep-alive`.
+    pub fields: RawHead,
     /// How the body is delimited.
     pub framing: Framing,
     /// Whether the connection may carry another request after this response.
@@ -148,15 +150,14 @@ pub(super) fn parse_head(
         let http10 = parsed.version == Some(0);
         let mut connection = ConnectionOptions::default();
         let mut lengths = Lengths::default();
-        // Where the kept headers' names and values are: their values are taken from the
-        // head without copies once it is split off the buffer.
+        // Where the kept fields' names and values are: they stay in the head, which is
+        // split off the buffer without a copy.
         let base = buf.as_ptr() as usize;
         let at = |s: &[u8]| {
             let start = s.as_ptr() as usize - base;
             [start as u32, (start + s.len()) as u32]
         };
-        // Inline for the usual handful of headers: zeroing room for all 128 cost more.
-        let mut kept = smallvec::SmallVec::<[[[u32; 2]; 2]; 16]>::new();
+        let mut kept = SmallVec::new();
         for h in parsed.headers.iter() {
             // `connection: keep-alive|close` and `keep-alive` concern this connection only:
             // read here and left out (the proxy would strip them); a `connection` header
@@ -168,31 +169,14 @@ pub(super) fn parse_head(
                 continue;
             }
             lengths.note(h.name, h.value);
-            kept.push([at(h.name.as_bytes()), at(h.value)]);
+            kept.push(Field::new(at(h.name.as_bytes()), at(h.value)));
         }
         let framing = framing(method, status, lengths)?;
         let head = buf.split_to(len).freeze();
-        let range = |[start, end]: [u32; 2]| start as usize..end as usize;
-        // Room for what the proxy adds (`x-request-id`, `alt-svc`): growing rehashes.
-        let mut headers = HeaderMap::with_capacity(kept.len() + 2);
-        for [name, value] in kept.iter().copied() {
-            let name = names::header_name(&head[range(name)]).map_err(|_| {
-                H1Error::Head(format!(
-                    "header name {:?}",
-                    String::from_utf8_lossy(&head[range(name)])
-                ))
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(range(value)))
-                .map_err(|_| H1Error::Head(format!("value of header {name}")))?;
-            headers.append(name, value);
-        }
         let keep_alive = framing != Framing::UntilClose && connection.keeps_alive(http10);
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.version_mut() = Version::HTTP_11;
-        *response.headers_mut() = headers;
         return Ok(Some(ResponseHead {
-            response,
+            status,
+            fields: RawHead::new(head, kept),
             framing,
             keep_alive,
         }));

@@ -15,7 +15,14 @@ const KEEP: ResponseFor = ResponseFor {
 fn head_of(resp: Response<()>, size: Option<u64>, asked: ResponseFor) -> (String, Framing, bool) {
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::new();
-    let (framing, keep) = encode_head(&mut out, &parts, size, asked, &mut DateCache::default());
+    let (framing, keep) = encode_head(
+        &mut out,
+        &parts,
+        None,
+        size,
+        asked,
+        &mut DateCache::default(),
+    );
     (String::from_utf8(out).unwrap(), framing, keep)
 }
 
@@ -52,6 +59,51 @@ fn a_declared_length_and_date_are_kept_not_repeated() {
     assert_eq!(text.matches("date").count(), 1, "{text}");
     assert!(!text.contains("transfer-encoding"), "{text}");
     assert_eq!(framing, Framing::Length(100));
+}
+
+/// The upstream's fields as received follow the map's headers: spelling kept, their length
+/// and date used (not repeated), their framing and connection fields replaced by this hop's.
+#[test]
+fn upstream_fields_are_written_through_after_the_map() {
+    let fields = RawHead::from_pairs(&[
+        ("Server", "up"),
+        ("Content-Length", "7"),
+        ("DATE", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+        ("X-Many", "1"),
+        ("x-many", "2"),
+    ]);
+    let mut r = with_status(200);
+    r.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("id-1"));
+    let (parts, ()) = r.into_parts();
+    let mut out = Vec::new();
+    let date = &mut DateCache::default();
+    let (framing, keep) = encode_head(&mut out, &parts, Some(&fields), Some(3), KEEP, date);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nx-request-id: id-1\r\nServer: up\r\nContent-Length: 7\r\n\
+         DATE: Tue, 01 Dec 2026 00:00:00 GMT\r\nX-Many: 1\r\nx-many: 2\r\n\r\n"
+    );
+    assert_eq!((framing, keep), (Framing::Length(7), true));
+
+    // A 204's length goes; without a length the body's size frames it.
+    let fields = RawHead::from_pairs(&[("content-length", "0"), ("x-a", "1")]);
+    let (parts, ()) = with_status(204).into_parts();
+    let mut out = Vec::new();
+    let (framing, _) = encode_head(&mut out, &parts, Some(&fields), Some(0), KEEP, date);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("content-length"), "{text}");
+    assert!(text.contains("x-a: 1\r\ndate: "), "{text}");
+    assert_eq!(framing, Framing::Empty);
+    let fields = RawHead::from_pairs(&[("x-a", "1")]);
+    let (parts, ()) = with_status(200).into_parts();
+    let mut out = Vec::new();
+    let (framing, _) = encode_head(&mut out, &parts, Some(&fields), Some(4), KEEP, date);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("x-a: 1\r\ncontent-length: 4\r\n"), "{text}");
+    assert_eq!(framing, Framing::Length(4));
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! The header fields of an HTTP/1.1 upstream response as they arrived: the head's bytes and
+//! where each field's name and value are in them. The HTTP/1.1 listener writes them through
+//! to its client without building an `http::HeaderMap` (hashing every name and counting a
+//! reference per value cost about 3,000 instructions per response); the HTTP/2 and HTTP/3
+//! listeners, which need a map, get one from [`RawHead::append_to`].
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
+
+mod names;
+
+/// Fields kept inline before the list spills to the heap: most responses carry fewer.
+const INLINE_FIELDS: usize = 16;
+
+/// Where one field's name and value are in the head: start and end offsets of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Field {
+    name: [u32; 2],
+    value: [u32; 2],
+}
+
+impl Field {
+    /// The field whose name spans `name` and whose value spans `value` (byte offsets).
+    pub(crate) fn new(name: [u32; 2], value: [u32; 2]) -> Self {
+        Self { name, value }
+    }
+}
+
+/// An upstream response's header fields, in the order and spelling the upstream sent them.
+/// Only the HTTP/1.1 codec makes one, from a head `httparse` accepted: every name is a
+/// token and every value a valid field value. Boxed: the response it travels with is moved
+/// through several futures, and inline it would make each of them larger.
+#[derive(Debug, Clone)]
+pub struct RawHead(Box<Fields>);
+
+#[derive(Debug, Clone)]
+struct Fields {
+    head: Bytes,
+    fields: SmallVec<[Field; INLINE_FIELDS]>,
+}
+
+impl RawHead {
+    /// The fields at `fields` in `head`.
+    pub(crate) fn new(head: Bytes, fields: SmallVec<[Field; INLINE_FIELDS]>) -> Self {
+        Self(Box::new(Fields { head, fields }))
+    }
+
+    fn span(&self, [start, end]: [u32; 2]) -> &[u8] {
+        &self.0.head[start as usize..end as usize]
+    }
+
+    /// Each field's name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.0
+            .fields
+            .iter()
+            .map(|f| (self.span(f.name), self.span(f.value)))
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.0.fields.len()
+    }
+
+    /// True without fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.fields.is_empty()
+    }
+
+    /// True when a field is called `name` (any case).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Keeps the fields for which `keep(name, value)` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let Fields { head, fields } = &mut *self.0;
+        let span = |[start, end]: [u32; 2]| &head[start as usize..end as usize];
+        fields.retain(|f| keep(span(f.name), span(f.value)));
+    }
+
+    /// Appends every field to `headers`, names lowercased, values sharing the head's bytes.
+    /// A field `httparse` would not have accepted is left out with a log line (none can be
+    /// there: [`RawHead`]'s invariant).
+    pub fn append_to(&self, headers: &mut HeaderMap) {
+        headers.reserve(self.0.fields.len());
+        for f in &self.0.fields {
+            let name = names::header_name(self.span(f.name));
+            let value = self.0.head.slice(f.value[0] as usize..f.value[1] as usize);
+            match (name, HeaderValue::from_maybe_shared(value)) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => tracing::warn!(
+                    field = %String::from_utf8_lossy(self.span(f.name)),
+                    "upstream header field is not valid: left out"
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl RawHead {
+    /// A head with the fields of `pairs`, laid out as on the wire (`name: value\r\n`).
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let mut text = String::from("HTTP/1.1 200 OK\r\n");
+        let mut fields = SmallVec::new();
+        for (name, value) in pairs {
+            let at = |s: usize, len: usize| [s as u32, (s + len) as u32];
+            let name_at = at(text.len(), name.len());
+            text.push_str(name);
+            text.push_str(": ");
+            let value_at = at(text.len(), value.len());
+            text.push_str(value);
+            text.push_str("\r\n");
+            fields.push(Field::new(name_at, value_at));
+        }
+        text.push_str("\r\n");
+        Self::new(Bytes::from(text), fields)
+    }
+}
+
+#[cfg(test)]
+mod tests;
