@@ -105,7 +105,7 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
                         "/s/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
                         "/s/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n".iter().copied().chain(ok("after interim")).collect(),
                         "/s/garbage" => b"HTTP/1.1 abc nonsense\r\n\r\n".to_vec(),
-                        "/s/fields" => b"HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Request-Id: from-upstream\r\nSet-Cookie: a=1\r\nProxy-Authenticate: Basic\r\nset-cookie: b=2\r\nTrailer: x-t\r\nUpgrade: h2c\r\nTE: gzip\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 6\r\n\r\nfields".to_vec(),
+                        "/s/fields" => b"HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Request-Id: from-upstream\r\nAlt-Svc: h2=\":1\"\r\nSet-Cookie: a=1\r\nProxy-Authenticate: Basic\r\nset-cookie: b=2\r\nTrailer: x-t\r\nUpgrade: h2c\r\nTE: gzip\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 6\r\n\r\nfields".to_vec(),
                         "/s/listed" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 6\r\n\r\nlisted".to_vec(),
                         "/s/post" => ok(&format!("got {} bytes", body.len())),
                         "/s/until-close" => {
@@ -173,9 +173,10 @@ cluster = "scripted"
     )
 }
 
-/// Rewrites the gateway's config to route `/s/` to `up` and waits until it does.
-async fn route_to_scripted(w: &World, up: &Scripted, cluster_keys: &str) {
-    w.rewrite_config("", &extra_with(up.addr, cluster_keys));
+/// Rewrites the gateway's config (its listener keys `listener` as started) to route `/s/`
+/// to `up` and waits until it does.
+async fn route_to_scripted(w: &World, listener: &str, up: &Scripted, cluster_keys: &str) {
+    w.rewrite_config(listener, &extra_with(up.addr, cluster_keys));
     for _ in 0..150 {
         if curl_async(w, "api.example.org", "/s/plain", &[])
             .await
@@ -191,10 +192,10 @@ async fn route_to_scripted(w: &World, up: &Scripted, cluster_keys: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_task_http1_client_against_a_scripted_upstream() {
-    let w = World::start("edge-h1-upstream", "", "").await;
+    let w = World::start("edge-h1-upstream", "http3 = true", "").await;
     let svid = w.pki.svid(PAY_ID, "scripted").await;
     let up = scripted(upstream_tls(&w.pki, &svid)).await;
-    route_to_scripted(&w, &up, "").await;
+    route_to_scripted(&w, "http3 = true", &up, "").await;
     let host = "api.example.org";
 
     // Keep-alive: sequential requests share one upstream connection.
@@ -252,6 +253,14 @@ async fn in_task_http1_client_against_a_scripted_upstream() {
         assert_eq!(r.headers["x-request-id"], "rid-7", "{r:?}");
         assert_eq!(r.headers["date"], "Tue, 01 Dec 2026 00:00:00 GMT", "{r:?}");
         assert_eq!(r.head.matches("rid-7").count(), 1, "{}", r.head);
+        let h3_port = w.edge.http3.expect("http3 is on").port();
+        assert_eq!(r.headers["alt-svc"], format!("h3=\":{h3_port}\"; ma=86400"));
+        assert_eq!(
+            r.head.to_ascii_lowercase().matches("alt-svc").count(),
+            1,
+            "{}",
+            r.head
+        );
         assert_eq!(
             r.head
                 .to_ascii_lowercase()
@@ -341,7 +350,7 @@ async fn per_try_timeout_on_a_pooled_connection_whose_timer_fired_while_idle() {
     // One retry: the first try has the per-try timeout, the retry (last) the time left.
     let retry =
         "retry = { max_retries = 1, per_try_timeout = { adaptive = false, ceiling = \"300ms\" } }";
-    route_to_scripted(&w, &up, retry).await;
+    route_to_scripted(&w, "", &up, retry).await;
     let host = "api.example.org";
     let timeouts = || {
         let (_, text) = admin(w.edge.admin, "GET", "/metrics");

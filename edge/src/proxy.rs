@@ -110,6 +110,14 @@ impl From<Response<ProxyBody>> for Reply {
     }
 }
 
+/// The headers the gateway sets on an upstream's response, replacing the upstream's.
+struct ResponseOwn<'a> {
+    /// `x-request-id`.
+    request_id: &'a HeaderValue,
+    /// `alt-svc`, on TCP listeners with HTTP/3 on.
+    alt_svc: Option<&'a HeaderValue>,
+}
+
 /// The `x-meshedge-error` header: why the gateway answered a request itself.
 pub const X_MESHEDGE_ERROR: http::HeaderName = http::HeaderName::from_static("x-meshedge-error");
 
@@ -146,20 +154,23 @@ impl Proxy {
     {
         let mut upstream_fields = None;
         let mut response = self.route(req, conn, &mut upstream_fields).await;
-        if conn.protocol != "h3" {
-            if let Some(v) = &self.alt_svc {
+        // With the upstream's fields kept raw, `forward` added `alt-svc` to them.
+        if upstream_fields.is_none() {
+            if let Some(v) = self.alt_svc_for(conn) {
                 response
                     .headers_mut()
                     .insert(http::header::ALT_SVC, v.clone());
-                if let Some(fields) = &mut upstream_fields {
-                    fields.retain(|name, _| !name.eq_ignore_ascii_case(b"alt-svc"));
-                }
             }
         }
         Reply {
             response,
             upstream_fields,
         }
+    }
+
+    /// The `alt-svc` value responses on `conn` get (TCP listeners, HTTP/3 on).
+    fn alt_svc_for(&self, conn: ConnInfo) -> Option<&HeaderValue> {
+        self.alt_svc.as_ref().filter(|_| conn.protocol != "h3")
     }
 
     /// Routes and answers one request. The upstream's header fields go to
@@ -367,7 +378,11 @@ impl Proxy {
         match answer {
             Answer::Upstream(resp, addr) => {
                 entry.upstream = upstream(addr);
-                self.forward(&rt, entry, started, resp, &request_id, upstream_fields)
+                let own = ResponseOwn {
+                    request_id: &request_id,
+                    alt_svc: self.alt_svc_for(conn),
+                };
+                self.forward(&rt, entry, started, resp, own, upstream_fields)
             }
             Answer::CircuitOpen(open, addr) => {
                 entry.upstream = upstream(addr);
@@ -405,7 +420,7 @@ impl Proxy {
         mut entry: AccessEntry,
         started: Instant,
         resp: Response<crate::upstream::ResponseBody>,
-        request_id: &HeaderValue,
+        own: ResponseOwn<'_>,
         upstream_fields: &mut Option<RawHead>,
     ) -> Response<ProxyBody> {
         let (mut parts, mut body) = resp.into_parts();
@@ -415,15 +430,28 @@ impl Proxy {
         if let Some(listing) = fields.take_if(|f| f.contains(b"connection")) {
             listing.append_to(&mut parts.headers);
         }
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(fields) = &mut fields {
-            fields.retain(|name, value| {
-                !headers::is_hop_by_hop_field(name, value)
-                    && !name.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes())
-            });
+        match &mut fields {
+            Some(fields) => {
+                let alt_svc = own.alt_svc.is_some();
+                let replaced = |name: &[u8]| match name.len() {
+                    12 => name.eq_ignore_ascii_case(b"x-request-id"),
+                    7 => alt_svc && name.eq_ignore_ascii_case(b"alt-svc"),
+                    _ => false,
+                };
+                fields.retain(|name, value| {
+                    !(headers::is_hop_by_hop_field(name, value) || replaced(name))
+                });
+                fields.add(X_REQUEST_ID, own.request_id.clone());
+                if let Some(v) = own.alt_svc {
+                    fields.add(http::header::ALT_SVC, v.clone());
+                }
+            }
+            None => {
+                headers::strip_hop_by_hop(&mut parts.headers);
+                parts.headers.insert(X_REQUEST_ID, own.request_id.clone());
+            }
         }
         *upstream_fields = fields;
-        parts.headers.insert(X_REQUEST_ID, request_id.clone());
         parts.version = http::Version::default();
         entry.status = parts.status.as_u16();
         self.count(&entry, started);

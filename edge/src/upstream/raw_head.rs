@@ -1,17 +1,20 @@
 //! The header fields of an HTTP/1.1 upstream response as they arrived: the head's bytes and
-//! where each field's name and value are in them. The HTTP/1.1 listener writes them through
-//! to its client without building an `http::HeaderMap` (hashing every name and counting a
-//! reference per value cost about 3,000 instructions per response); the HTTP/2 and HTTP/3
-//! listeners, which need a map, get one from [`RawHead::append_to`].
+//! where each field's name and value are in them, plus the few the gateway adds. The
+//! HTTP/1.1 listener writes them through to its client without building an `http::HeaderMap`
+//! (hashing every name and counting a reference per value cost about 1,500 instructions per
+//! response); the HTTP/2 and HTTP/3 listeners, which need a map, get one from
+//! [`RawHead::append_to`].
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 mod names;
 
 /// Fields kept inline before the list spills to the heap: most responses carry fewer.
 const INLINE_FIELDS: usize = 16;
+/// The gateway adds `x-request-id`, and `alt-svc` when HTTP/3 is on.
+const INLINE_ADDED: usize = 2;
 
 /// Where one field's name and value are in the head: start and end offsets of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +30,10 @@ impl Field {
     }
 }
 
-/// An upstream response's header fields, in the order and spelling the upstream sent them.
-/// Only the HTTP/1.1 codec makes one, from a head `httparse` accepted: every name is a
-/// token and every value a valid field value. Boxed: the response it travels with is moved
+/// An upstream response's header fields, in the order and spelling the upstream sent them,
+/// after the fields the gateway adds ([`RawHead::add`]). Only the HTTP/1.1 codec makes one,
+/// from a head `httparse` accepted: every name is a token and every value a valid field
+/// value. Boxed: the response it travels with is moved
 /// through several futures, and inline it would make each of them larger.
 #[derive(Debug, Clone)]
 pub struct RawHead(Box<Fields>);
@@ -38,20 +42,42 @@ pub struct RawHead(Box<Fields>);
 struct Fields {
     head: Bytes,
     fields: SmallVec<[Field; INLINE_FIELDS]>,
+    added: SmallVec<[(HeaderName, HeaderValue); INLINE_ADDED]>,
 }
 
 impl RawHead {
     /// The fields at `fields` in `head`.
     pub(crate) fn new(head: Bytes, fields: SmallVec<[Field; INLINE_FIELDS]>) -> Self {
-        Self(Box::new(Fields { head, fields }))
+        Self(Box::new(Fields {
+            head,
+            fields,
+            added: SmallVec::new(),
+        }))
     }
 
     fn span(&self, [start, end]: [u32; 2]) -> &[u8] {
         &self.0.head[start as usize..end as usize]
     }
 
-    /// Each field's name and value, in order.
+    /// Adds a field of the gateway's own, written before the upstream's. The caller takes
+    /// a field of the same name out of the upstream's ([`RawHead::retain`]) when it
+    /// replaces it.
+    pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        self.0.added.push((name, value));
+    }
+
+    /// Each field's name and value, the gateway's first, then the upstream's in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let added = self
+            .0
+            .added
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+        added.chain(self.upstream())
+    }
+
+    /// The upstream's fields, in order.
+    fn upstream(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.0
             .fields
             .iter()
@@ -60,22 +86,22 @@ impl RawHead {
 
     /// How many fields there are.
     pub fn len(&self) -> usize {
-        self.0.fields.len()
+        self.0.added.len() + self.0.fields.len()
     }
 
     /// True without fields.
     pub fn is_empty(&self) -> bool {
-        self.0.fields.is_empty()
+        self.len() == 0
     }
 
-    /// True when a field is called `name` (any case).
+    /// True when one of the upstream's fields is called `name` (any case).
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.upstream().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// Keeps the fields for which `keep(name, value)` is true, in order.
+    /// Keeps the upstream's fields for which `keep(name, value)` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
-        let Fields { head, fields } = &mut *self.0;
+        let Fields { head, fields, .. } = &mut *self.0;
         let span = |[start, end]: [u32; 2]| &head[start as usize..end as usize];
         fields.retain(|f| keep(span(f.name), span(f.value)));
     }
@@ -84,7 +110,10 @@ impl RawHead {
     /// A field `httparse` would not have accepted is left out with a log line (none can be
     /// there: [`RawHead`]'s invariant).
     pub fn append_to(&self, headers: &mut HeaderMap) {
-        headers.reserve(self.0.fields.len());
+        headers.reserve(self.len());
+        for (name, value) in &self.0.added {
+            headers.append(name.clone(), value.clone());
+        }
         for f in &self.0.fields {
             let name = names::header_name(self.span(f.name));
             let value = self.0.head.slice(f.value[0] as usize..f.value[1] as usize);

@@ -57,3 +57,28 @@ fn a_field_no_parser_would_accept_is_left_out_of_the_map() {
     assert_eq!(map.len(), 1);
     assert_eq!(map["good"], "2");
 }
+
+#[test]
+fn added_fields_come_first_and_survive_retain() {
+    let mut head = raw(&[("x-request-id", "up"), ("server", "up")]);
+    head.retain(|name, _| name != b"x-request-id");
+    head.add(
+        http::HeaderName::from_static("x-request-id"),
+        HeaderValue::from_static("gw"),
+    );
+    head.retain(|_, value| value != b"gw");
+    let fields: Vec<_> = head.iter().collect();
+    assert_eq!(
+        fields,
+        [
+            (&b"x-request-id"[..], &b"gw"[..]),
+            (&b"server"[..], &b"up"[..])
+        ]
+    );
+    assert_eq!(head.len(), 2);
+    assert!(!head.contains(b"x-request-id"), "only the upstream's count");
+    let mut map = HeaderMap::new();
+    head.append_to(&mut map);
+    assert_eq!(map["x-request-id"], "gw");
+    assert_eq!(map.len(), 2);
+}
