@@ -167,3 +167,16 @@ fn absolute_form_targets_keep_their_authority() {
     );
     assert_eq!(r.request.uri().path(), "/x");
 }
+
+#[test]
+fn the_most_header_lines_allowed_all_arrive() {
+    let many: String = (0..MAX_REQUEST_HEADERS)
+        .map(|i| format!("x-h{i}: v{i}\r\n"))
+        .collect();
+    let (r, rest) = served(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
+    assert!(rest.is_empty());
+    let headers = r.request.headers();
+    assert_eq!(headers.len(), MAX_REQUEST_HEADERS);
+    assert_eq!(headers["x-h0"], "v0");
+    assert_eq!(headers["x-h99"], "v99");
+}
