@@ -79,11 +79,11 @@ pub struct Proxy {
 
 /// What the gateway answers: a response and, when it came from the in-task HTTP/1.1
 /// client, the upstream's header fields as received, to be sent after the response's own
-/// headers. Hop-by-hop fields and the ones the gateway sets itself (`x-request-id`,
-/// `alt-svc`) are already out of them.
+/// headers. The upstream's hop-by-hop fields and the ones the gateway replaces are out of
+/// them; the gateway's own (`x-request-id`, `alt-svc`) are among them, first.
 #[derive(Debug)]
 pub struct Reply {
-    /// Status, the headers the gateway set (or all of them), body.
+    /// Status, the headers that are not in `upstream_fields`, body.
     pub response: Response<ProxyBody>,
     /// The upstream's header fields, when they are not in `response`'s map.
     pub upstream_fields: Option<RawHead>,
