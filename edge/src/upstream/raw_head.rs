@@ -33,12 +33,12 @@ impl Field {
 /// An upstream response's header fields, in the order and spelling the upstream sent them,
 /// after the fields the gateway adds ([`RawHead::add`]). Only the HTTP/1.1 codec makes one,
 /// from a head `httparse` accepted: every name is a token and every value a valid field
-/// value. Boxed: the response it travels with is moved
-/// through several futures, and inline it would make each of them larger.
-#[derive(Debug, Clone)]
+/// value. Boxed: the response it travels with is moved through several futures, and inline
+/// it would make each of them larger.
+#[derive(Debug)]
 pub struct RawHead(Box<Fields>);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Fields {
     head: Bytes,
     fields: SmallVec<[Field; INLINE_FIELDS]>,

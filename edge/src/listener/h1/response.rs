@@ -6,7 +6,6 @@ use std::io::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::response::Parts;
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -78,38 +77,29 @@ pub fn encode_head(
     let status = parts.status;
     let mut keep_alive = request.keep_alive;
     push_status_line(out, status);
-    let mut written = Written::default();
-    for (name, value) in &parts.headers {
-        // The framing and connection headers are this hop's, written below.
-        if name == TRANSFER_ENCODING || name == CONNECTION {
-            continue;
-        }
-        written.has_date |= name == DATE;
-        if name == CONTENT_LENGTH {
-            if status == StatusCode::NO_CONTENT {
-                continue;
-            }
-            written.note_length(value.as_bytes());
-        }
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    for (name, value) in fields.into_iter().flat_map(RawHead::iter) {
+    let mut declared: Option<u64> = None;
+    let mut has_date = false;
+    let gateway = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    for (name, value) in gateway.chain(fields.into_iter().flat_map(RawHead::iter)) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         match name.len() {
-            4 if is("date") => written.has_date = true,
+            4 if is("date") => has_date = true,
+            // The framing and connection headers are this hop's, written below.
             10 if is("connection") => continue,
             17 if is("transfer-encoding") => continue,
             14 if is("content-length") => {
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
-                written.note_length(value);
+                declared = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
             }
             _ => {}
         }
         push_field(out, name, value);
     }
-    let Written { declared, has_date } = written;
     let bodiless = request.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -140,21 +130,6 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     (framing, keep_alive)
-}
-
-/// What the header loops saw that decides the framing and the `date` header.
-#[derive(Default)]
-struct Written {
-    /// The `content-length` value, when it is a number (the last one).
-    declared: Option<u64>,
-    /// A `date` header was written.
-    has_date: bool,
-}
-
-impl Written {
-    fn note_length(&mut self, value: &[u8]) {
-        self.declared = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-    }
 }
 
 /// Writes `name: value\r\n` into `out`.
