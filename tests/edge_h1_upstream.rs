@@ -36,7 +36,7 @@ const BIG_BODY: usize = 300_000;
 async fn read_request<S: tokio::io::AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut Vec<u8>,
-) -> Option<(String, Vec<u8>)> {
+) -> Option<(String, Vec<u8>, String)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -57,7 +57,7 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(
             let body = buf[end + 4..end + 4 + length].to_vec();
             buf.drain(..end + 4 + length);
             let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-            return Some((path, body));
+            return Some((path, body, head));
         }
         let mut chunk = [0u8; 16384];
         let n = io.read(&mut chunk).await.ok()?;
@@ -95,7 +95,7 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
                 count.fetch_add(1, Ordering::SeqCst);
                 let mut buf = Vec::new();
                 let mut armed = false;
-                while let Some((path, body)) = read_request(&mut tls, &mut buf).await {
+                while let Some((path, body, head)) = read_request(&mut tls, &mut buf).await {
                     if armed {
                         // The race of a keep-alive timeout: the request arrives as the
                         // upstream closes the connection; nothing is answered.
@@ -108,6 +108,7 @@ async fn scripted(acceptor: tokio_rustls::TlsAcceptor) -> Scripted {
                         "/s/fields" => b"HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Request-Id: from-upstream\r\nAlt-Svc: h2=\":1\"\r\nSet-Cookie: a=1\r\nProxy-Authenticate: Basic\r\nset-cookie: b=2\r\nTrailer: x-t\r\nUpgrade: h2c\r\nTE: gzip\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 6\r\n\r\nfields".to_vec(),
                         "/s/listed" => b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 6\r\n\r\nlisted".to_vec(),
                         "/s/post" => ok(&format!("got {} bytes", body.len())),
+                        "/s/head" => ok(&head),
                         "/s/until-close" => {
                             let _ = tls.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
                             let _ = tls.shutdown().await;
@@ -311,6 +312,104 @@ async fn in_task_http1_client_against_a_scripted_upstream() {
             r.head
         );
     }
+
+    // Request header fields: HTTP/1.1 clients' go to the HTTP/1.1 upstream as received (no
+    // header map on the fast path), HTTP/2 clients' through the map; both get the gateway's
+    // forwarding fields once each, and lose the hop-by-hop ones.
+    let client_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tp_header = format!("Traceparent: {client_trace}");
+    for version in ["--http1.1", "--http2"] {
+        let r = curl_async(
+            &w,
+            host,
+            "/s/head",
+            &[
+                version,
+                "-H",
+                "X-Custom: A",
+                "-H",
+                "x-custom: b",
+                "-H",
+                "X-Forwarded-For: 10.0.0.9",
+                "-H",
+                "X-Forwarded-Proto: http",
+                "-H",
+                "TE: gzip",
+                "-H",
+                "Proxy-Authorization: Basic eA==",
+                "-H",
+                &tp_header,
+                "-H",
+                "X-Request-Id: rid-9",
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let lines: Vec<(String, &str)> = r
+            .body
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
+            .collect();
+        let values = |name: &str| -> Vec<&str> {
+            lines
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(values("x-custom"), ["A", "b"], "{}", r.body);
+        assert_eq!(
+            values("x-forwarded-for"),
+            ["10.0.0.9, 127.0.0.1"],
+            "{}",
+            r.body
+        );
+        assert_eq!(values("x-forwarded-proto"), ["https"], "{}", r.body);
+        assert_eq!(values("x-request-id"), ["rid-9"], "{}", r.body);
+        assert_eq!(values("host").len(), 1, "{}", r.body);
+        let tp = values("traceparent");
+        assert_eq!(tp.len(), 1, "{}", r.body);
+        assert!(
+            tp[0].starts_with(&client_trace[..36]) && tp[0] != client_trace,
+            "{tp:?}"
+        );
+        for gone in ["te", "proxy-authorization", "connection", "keep-alive"] {
+            assert!(values(gone).is_empty(), "{gone}: {}", r.body);
+        }
+        if version == "--http1.1" {
+            assert!(
+                r.body
+                    .replace('\r', "")
+                    .contains("\nX-Custom: A\nx-custom: b"),
+                "as sent: {}",
+                r.body
+            );
+        }
+    }
+    // A `connection` field naming another field: that field is not forwarded either.
+    let r = curl_async(
+        &w,
+        host,
+        "/s/head",
+        &[
+            "--http1.1",
+            "-H",
+            "Connection: x-secret",
+            "-H",
+            "X-Secret: 1",
+            "-H",
+            "X-Open: 2",
+        ],
+    )
+    .await;
+    let body = r.body.to_ascii_lowercase();
+    assert!(
+        body.contains("x-open: 2") && !body.contains("x-secret"),
+        "{}",
+        r.body
+    );
 
     // A malformed response is a 502; the gateway keeps serving.
     let r = curl_async(&w, host, "/s/garbage", &[]).await;

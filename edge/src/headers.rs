@@ -3,9 +3,46 @@
 
 use std::net::IpAddr;
 
-use http::header::{Entry, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use bytes::Bytes;
+use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
+
+use crate::raw_head::RawHead;
+
+/// A request's header fields, wherever they are: in a map (HTTP/2, HTTP/3, hyper's
+/// HTTP/1.1), or as received (the HTTP/1.1 fast path). Routing and rate limits read them
+/// through this.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestFields<'a> {
+    /// In a map.
+    Map(&'a HeaderMap),
+    /// As received, with the gateway's additions.
+    Raw(&'a RawHead),
+}
+
+impl<'a> RequestFields<'a> {
+    /// The fields of a request: `raw` when it has them, else `map`.
+    pub fn of(raw: Option<&'a RawHead>, map: &'a HeaderMap) -> Self {
+        raw.map_or(Self::Map(map), Self::Raw)
+    }
+
+    /// True when a field called `name` has a value for which `pred` holds.
+    pub fn any_value(&self, name: &HeaderName, mut pred: impl FnMut(&[u8]) -> bool) -> bool {
+        match self {
+            Self::Map(map) => map.get_all(name).iter().any(|v| pred(v.as_bytes())),
+            Self::Raw(raw) => raw.values(name.as_str().as_bytes()).any(pred),
+        }
+    }
+
+    /// The first value of the field called `name` (any case).
+    pub fn first(&self, name: &str) -> Option<&'a [u8]> {
+        match self {
+            Self::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Self::Raw(raw) => raw.values(name.as_bytes()).next(),
+        }
+    }
+}
 
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,14 +91,13 @@ pub fn is_hop_by_hop_field(name: &[u8], value: &[u8]) -> bool {
 }
 
 /// True for an `x-request-id` worth keeping: 1-128 visible ASCII characters.
-pub fn is_valid_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+pub fn is_valid_request_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 
 /// The trace id and flags of a valid version-00 `traceparent`.
-pub fn parse_traceparent(v: &HeaderValue) -> Option<(&str, &str)> {
-    let s = v.to_str().ok()?;
+pub fn parse_traceparent(v: &[u8]) -> Option<(&str, &str)> {
+    let s = std::str::from_utf8(v).ok()?;
     let mut parts = s.split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -134,7 +170,7 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// A header value that takes `text` (hex, an address) over without copying it.
-fn owned_value(text: impl Into<bytes::Bytes>) -> HeaderValue {
+fn owned_value(text: impl Into<Bytes>) -> HeaderValue {
     HeaderValue::from_maybe_shared(text.into()).expect("hex or an address is a valid value")
 }
 
@@ -185,72 +221,126 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The fields the gateway sets on every request it forwards.
+struct Forwarding {
+    request_id: HeaderValue,
+    forwarded_for: HeaderValue,
+    traceparent: HeaderValue,
+}
+
+impl Forwarding {
+    /// From the request's own values: an `x-request-id` kept (if valid) or made, the client
+    /// IP appended to the `x-forwarded-for` list (every field line of it, in order), a
+    /// `traceparent` continued (same trace, new parent) or started.
+    fn new<'a>(
+        request_id: Option<HeaderValue>,
+        forwarded_for: impl Iterator<Item = &'a [u8]>,
+        traceparent: Option<&[u8]>,
+        client: IpAddr,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let request_id = match request_id.filter(|v| is_valid_request_id(v.as_bytes())) {
+            Some(v) => v,
+            None => {
+                let mut id = Vec::with_capacity(32);
+                push_random_hex(&mut id, rng, 16);
+                owned_value(id)
+            }
+        };
+        let mut xff = String::with_capacity(48);
+        // Previous values that are text (visible ASCII) keep the result a valid value.
+        for prev in forwarded_for.map(<[u8]>::trim_ascii) {
+            if let Some(prev) = std::str::from_utf8(prev)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            {
+                xff.push_str(prev);
+                xff.push_str(", ");
+            }
+        }
+        push_ip(&mut xff, client);
+        let mut tp = Vec::with_capacity(55);
+        tp.extend_from_slice(b"00-");
+        let flags = match traceparent.and_then(parse_traceparent) {
+            Some((trace, flags)) => {
+                tp.extend_from_slice(trace.as_bytes());
+                flags
+            }
+            None => {
+                push_random_hex(&mut tp, rng, 16);
+                "00"
+            }
+        };
+        tp.push(b'-');
+        push_random_hex(&mut tp, rng, 8);
+        tp.push(b'-');
+        tp.extend_from_slice(flags.as_bytes());
+        Self {
+            request_id,
+            forwarded_for: owned_value(xff),
+            traceparent: owned_value(tp),
+        }
+    }
+}
+
 /// Prepares a request's headers for an upstream and returns its request id:
 /// hop-by-hop headers removed, `x-request-id` kept (if valid) or set, client IP appended to
 /// `x-forwarded-for`, `x-forwarded-proto: https`, `traceparent` continued or started.
 pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl Rng) -> HeaderValue {
     strip_hop_by_hop(headers);
-    let new_id = |rng: &mut _| {
-        let mut id = Vec::with_capacity(32);
-        push_random_hex(&mut id, rng, 16);
-        owned_value(id)
-    };
-    // One lookup per header (`entry`); `insert` on an entry replaces every value.
-    let request_id = match headers.entry(X_REQUEST_ID) {
-        Entry::Occupied(mut e) => {
-            let id = if is_valid_request_id(e.get()) {
-                e.get().clone()
-            } else {
-                new_id(rng)
-            };
-            e.insert(id.clone());
-            id
-        }
-        Entry::Vacant(e) => e.insert(new_id(rng)).clone(),
-    };
-
-    // A previous value that is text (visible ASCII) keeps the result a valid value.
-    let mut xff = String::with_capacity(48);
-    let mut forwarded = match headers.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(e) => e,
-        Entry::Vacant(e) => e.insert_entry(HeaderValue::from_static("")),
-    };
-    if let Some(prev) = forwarded
-        .get()
-        .to_str()
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    push_ip(&mut xff, client);
-    forwarded.insert(owned_value(xff));
+    let set = Forwarding::new(
+        headers.get(X_REQUEST_ID).cloned(),
+        headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        client,
+        rng,
+    );
+    headers.insert(X_REQUEST_ID, set.request_id.clone());
+    headers.insert(X_FORWARDED_FOR, set.forwarded_for);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.insert(TRACEPARENT, set.traceparent);
+    set.request_id
+}
 
-    let mut tp = Vec::with_capacity(55);
-    tp.extend_from_slice(b"00-");
-    // An empty placeholder when absent (it parses as no parent), replaced below.
-    let mut traceparent = match headers.entry(TRACEPARENT) {
-        Entry::Occupied(e) => e,
-        Entry::Vacant(e) => e.insert_entry(HeaderValue::from_static("")),
-    };
-    let flags = match parse_traceparent(traceparent.get()) {
-        Some((trace, flags)) => {
-            tp.extend_from_slice(trace.as_bytes());
-            flags
-        }
-        None => {
-            push_random_hex(&mut tp, rng, 16);
-            "00"
-        }
-    };
-    tp.push(b'-');
-    push_random_hex(&mut tp, rng, 8);
-    tp.push(b'-');
-    tp.extend_from_slice(flags.as_bytes());
-    traceparent.insert(owned_value(tp));
-    request_id
+/// True for the names [`prepare_request`] sets, replacing what the request had.
+fn is_set_on_requests(name: &[u8]) -> bool {
+    let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+    match name.len() {
+        11 => is(&TRACEPARENT),
+        12 => is(&X_REQUEST_ID),
+        15 => is(&X_FORWARDED_FOR),
+        17 => is(&X_FORWARDED_PROTO),
+        _ => false,
+    }
+}
+
+/// [`prepare_request`] for a request's fields as received (the HTTP/1.1 fast path): the
+/// same result without a map. The fields the gateway sets are added ahead of the others; a
+/// `connection` field naming other fields must have gone through the map instead (its
+/// names are not known here).
+pub fn prepare_request_fields(
+    fields: &mut RawHead,
+    client: IpAddr,
+    rng: &mut impl Rng,
+) -> HeaderValue {
+    let set = Forwarding::new(
+        fields
+            .received_value(b"x-request-id")
+            .and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
+        fields.values(b"x-forwarded-for"),
+        fields.values(b"traceparent").next(),
+        client,
+        rng,
+    );
+    fields.retain(|name, value| !(is_hop_by_hop_field(name, value) || is_set_on_requests(name)));
+    fields.add(X_REQUEST_ID, set.request_id.clone());
+    fields.add(X_FORWARDED_FOR, set.forwarded_for);
+    fields.add(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    fields.add(TRACEPARENT, set.traceparent);
+    set.request_id
 }
 
 /// The `keep-alive` and `close` options of a message's `connection` headers (RFC 9112

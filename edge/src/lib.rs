@@ -25,6 +25,7 @@ pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod raw_head;
 pub mod resilience;
 pub mod route;
 pub mod upstream;

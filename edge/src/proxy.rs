@@ -1,5 +1,6 @@
 //! The request path: route -> headers -> cluster pick -> upstream call -> report -> response.
-//! Every listener (h1/h2 over TLS, HTTP/3) hands requests to [`Proxy::handle`].
+//! Every listener (h1/h2 over TLS, HTTP/3) hands requests to [`Proxy::handle`]; the
+//! HTTP/1.1 fast path to [`Proxy::reply`], with the header fields as received.
 
 mod attempt;
 mod body;
@@ -27,7 +28,7 @@ pub use body::{full, ProxyBody};
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, RequestFields, X_REQUEST_ID};
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, OVERFLOW_HEADER};
 use crate::route::{normalize_host, RequestInfo};
@@ -143,17 +144,19 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        self.reply(req, conn).await.into_response()
+        self.reply(req, None, conn).await.into_response()
     }
 
-    /// Handles one request; an HTTP/1.1 upstream's header fields stay as they arrived.
-    pub async fn reply<B>(&self, req: Request<B>, conn: ConnInfo) -> Reply
+    /// Handles one request whose header fields are in `fields` when they came as received
+    /// (the HTTP/1.1 fast path; the request's map is then empty). Header fields stay as
+    /// they arrived both ways where the other side is HTTP/1.1 too.
+    pub async fn reply<B>(&self, req: Request<B>, fields: Option<RawHead>, conn: ConnInfo) -> Reply
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let mut upstream_fields = None;
-        let mut response = self.route(req, conn, &mut upstream_fields).await;
+        let mut response = self.route(req, fields, conn, &mut upstream_fields).await;
         // With the upstream's fields kept raw, `forward` added `alt-svc` to them.
         if upstream_fields.is_none() {
             if let Some(v) = self.alt_svc_for(conn) {
@@ -173,11 +176,13 @@ impl Proxy {
         self.alt_svc.as_ref().filter(|_| conn.protocol != "h3")
     }
 
-    /// Routes and answers one request. The upstream's header fields go to
-    /// `upstream_fields` when its response came from the in-task HTTP/1.1 client.
+    /// Routes and answers one request, its header fields in `client_fields` when they came
+    /// as received. The upstream's header fields go to `upstream_fields` when its response
+    /// came from the in-task HTTP/1.1 client.
     async fn route<B>(
         &self,
         req: Request<B>,
+        mut client_fields: Option<RawHead>,
         conn: ConnInfo,
         upstream_fields: &mut Option<RawHead>,
     ) -> Response<ProxyBody>
@@ -188,10 +193,17 @@ impl Proxy {
         let started = Instant::now();
         let rt = self.runtime.load_full();
         let (mut parts, body) = req.into_parts();
+        // A `connection` field that names other fields: only the map's rules know them.
+        if let Some(f) = client_fields.take_if(|f| f.contains(b"connection")) {
+            f.append_to(&mut parts.headers);
+        }
         // The authority (HTTP/2, HTTP/3) or the Host header; a shared copy, not a string.
-        let host_value = match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => parts.headers.get(HOST).cloned(),
+        let host_value = match (parts.uri.authority(), &client_fields) {
+            (Some(a), _) => HeaderValue::from_str(a.as_str()).ok(),
+            (None, Some(f)) => f
+                .received_value(b"host")
+                .and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
+            (None, None) => parts.headers.get(HOST).cloned(),
         };
         let host_raw = host_value
             .as_ref()
@@ -203,10 +215,9 @@ impl Proxy {
         let mut entry = AccessEntry {
             client: Some(conn.client),
             protocol: conn.protocol,
-            request_bytes: parts
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            request_bytes: RequestFields::of(client_fields.as_ref(), &parts.headers)
+                .first(CONTENT_LENGTH.as_str())
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
             ..Default::default()
         };
         if logging {
@@ -219,7 +230,10 @@ impl Proxy {
                 .to_owned();
         }
         let (request_id, roll) = ID_RNG.with_borrow_mut(|rng| {
-            let id = headers::prepare_request(&mut parts.headers, conn.client.ip(), rng);
+            let id = match client_fields.as_mut() {
+                Some(f) => headers::prepare_request_fields(f, conn.client.ip(), rng),
+                None => headers::prepare_request(&mut parts.headers, conn.client.ip(), rng),
+            };
             (id, rng.random::<u32>())
         });
         if logging {
@@ -229,7 +243,7 @@ impl Proxy {
             host: &host,
             path: parts.uri.path(),
             method: &parts.method,
-            headers: &parts.headers,
+            headers: RequestFields::of(client_fields.as_ref(), &parts.headers),
         };
         let Some(route) = rt.config.routes.find(&info) else {
             metrics::counter!(m::NO_ROUTE_TOTAL).increment(1);
@@ -270,9 +284,13 @@ impl Proxy {
             );
         };
         if let Some(limit) = &route.rate_limit {
-            let d = self
-                .limits
-                .check(&route.name, limit, conn.client.ip(), &parts.headers, None);
+            let d = self.limits.check(
+                &route.name,
+                limit,
+                conn.client.ip(),
+                RequestFields::of(client_fields.as_ref(), &parts.headers),
+                None,
+            );
             if !d.allowed {
                 let mut resp = self.local(
                     &rt,
@@ -295,9 +313,13 @@ impl Proxy {
             Err(open) => return self.circuit_open(&rt, entry, started, open, &request_id),
         };
 
-        if !parts.headers.contains_key(HOST) && !host_raw.is_empty() {
-            if let Some(v) = host_value.clone() {
-                parts.headers.insert(HOST, v);
+        if let Some(v) = host_value.clone().filter(|_| !host_raw.is_empty()) {
+            match client_fields.as_mut() {
+                Some(f) if !f.contains(b"host") => f.add(HOST, v),
+                None if !parts.headers.contains_key(HOST) => {
+                    parts.headers.insert(HOST, v);
+                }
+                _ => {}
             }
         }
         // Only a rewritten path makes a new URI; the upstream client takes the path and
@@ -364,7 +386,10 @@ impl Proxy {
         } else {
             ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(limited(body)))))
         };
-        let head = RequestHead::from(parts);
+        let head = RequestHead {
+            fields: client_fields,
+            ..RequestHead::from(parts)
+        };
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
         let answer = attempt::run(cluster, head, body, started + timeout, &over_limit).await;
         entry.upstream_duration = Some(started.elapsed());

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::headers::RequestFields;
 
 /// A host pattern: `api.example.org` or `*.example.org`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +106,8 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
     /// Method.
     pub method: &'a Method,
-    /// Headers.
-    pub headers: &'a HeaderMap,
+    /// Header fields.
+    pub headers: RequestFields<'a>,
 }
 
 impl RouteMatch {
@@ -114,12 +116,9 @@ impl RouteMatch {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && self.path.as_ref().is_none_or(|p| p.matches(req.path))
             && (self.methods.is_empty() || self.methods.contains(req.method))
-            && self.headers.iter().all(|h| {
-                let mut values = req.headers.get_all(&h.name).iter().peekable();
-                match &h.value {
-                    None => values.peek().is_some(),
-                    Some(want) => values.any(|v| v == want),
-                }
+            && self.headers.iter().all(|h| match &h.value {
+                None => req.headers.any_value(&h.name, |_| true),
+                Some(want) => req.headers.any_value(&h.name, |v| v == want.as_bytes()),
             })
     }
 }

@@ -6,7 +6,6 @@
 
 mod h1;
 mod outgoing;
-mod raw_head;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -39,8 +38,8 @@ use crate::identity::ClientCertResolver;
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, Resource};
 
+pub use crate::raw_head::RawHead;
 pub use outgoing::{Outgoing, RequestHead};
-pub use raw_head::RawHead;
 
 /// Error type of bodies sent upstream.
 pub type BoxError = Box<dyn StdError + Send + Sync>;

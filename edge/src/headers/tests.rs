@@ -1,5 +1,6 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -14,11 +15,33 @@ fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
+/// Every field's values by name, for comparing two maps regardless of order between names.
+fn by_name(h: &HeaderMap) -> BTreeMap<String, Vec<HeaderValue>> {
+    h.keys()
+        .map(|k| (k.to_string(), h.get_all(k).iter().cloned().collect()))
+        .collect()
+}
+
+/// The request of `pairs` prepared through the map, and (without a `connection` field that
+/// names others, which the proxy sends through the map) through the fields as received: both
+/// must give the same headers, the raw fields ahead of none of the gateway's.
 fn prepared(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = map(pairs);
     let mut rng = StdRng::seed_from_u64(7);
     let id = prepare_request(&mut h, "192.0.2.7".parse().unwrap(), &mut rng);
     assert_eq!(h.get(X_REQUEST_ID), Some(&id));
+    if !pairs
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
+    {
+        let mut raw = RawHead::from_pairs(pairs);
+        let mut rng = StdRng::seed_from_u64(7);
+        let raw_id = prepare_request_fields(&mut raw, "192.0.2.7".parse().unwrap(), &mut rng);
+        assert_eq!(raw_id, id, "{pairs:?}");
+        let mut from_raw = HeaderMap::new();
+        raw.append_to(&mut from_raw);
+        assert_eq!(by_name(&from_raw), by_name(&h), "{pairs:?}");
+    }
     h
 }
 
@@ -57,6 +80,19 @@ fn forwarded_headers() {
     ]);
     assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");
     assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
+    // Every line of the list, in order (RFC 9110 5.3); empty and non-text ones left out.
+    let h = prepared(&[
+        ("X-Forwarded-For", "10.0.0.1, 10.0.0.2"),
+        ("x-forwarded-for", " "),
+        ("x-forwarded-for", "10.0.0.3"),
+        ("x-forwarded-for", "caf\u{e9}"),
+        ("X-Forwarded-Proto", "http"),
+    ]);
+    assert_eq!(
+        h.get_all(X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"]
+    );
+    assert_eq!(h.get_all(X_FORWARDED_PROTO).iter().count(), 1);
 }
 
 #[test]
@@ -80,7 +116,7 @@ fn traceparent_continued_or_started() {
     ] {
         let h = prepared(&[("traceparent", bad)]);
         let out = h.get(TRACEPARENT).unwrap();
-        assert!(parse_traceparent(out).is_some(), "{out:?}");
+        assert!(parse_traceparent(out.as_bytes()).is_some(), "{out:?}");
         assert!(
             !out.to_str().unwrap().contains("4bf92f35") || bad.starts_with("00-4BF"),
             "{bad} continued"
@@ -116,6 +152,22 @@ fn hop_by_hop_headers_removed() {
     assert_eq!(h.get("x-kept").unwrap(), "yes");
     let h = prepared(&[("te", "trailers")]);
     assert_eq!(h.get("te").unwrap(), "trailers");
+    // Without `connection`, both ways (see `prepared`).
+    let h = prepared(&[
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "gzip"),
+        ("Trailer", "x-sum"),
+        ("Proxy-Authorization", "Basic x"),
+        ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+        ("Host", "api.example.org"),
+        ("Accept", "*/*"),
+    ]);
+    let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+    for kept in ["host", "accept", "x-request-id", "traceparent"] {
+        assert!(names.contains(&kept), "{kept}: {names:?}");
+    }
+    assert_eq!(names.len(), 6, "{names:?}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::metrics as m;
 use crate::proxy::Reply;
+use crate::raw_head::RawHead;
 use request::Parsed;
 use response::{DateCache, ResponseFor};
 
@@ -63,7 +64,7 @@ pub async fn serve<S, H, F>(
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    H: FnMut(Request<Full<Bytes>>) -> F,
+    H: FnMut(Request<Full<Bytes>>, RawHead) -> F,
     F: Future<Output = Reply>,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
@@ -119,7 +120,7 @@ where
         let Reply {
             response,
             upstream_fields,
-        } = handler(fast.request.map(Full::new)).await;
+        } = handler(fast.request.map(Full::new), fast.fields).await;
         let asked = ResponseFor {
             head,
             http10,

@@ -386,6 +386,7 @@ mod tests {
             method: Method::POST,
             uri: Uri::from_static("/upload"),
             headers: HeaderMap::new(),
+            fields: None,
         })
     }
 

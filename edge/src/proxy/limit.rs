@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
-use http::HeaderMap;
+use crate::headers::RequestFields;
 use tokio::time::Instant;
 
 use crate::resilience::config::RateLimitConfig;
@@ -24,7 +24,7 @@ impl RouteLimits {
         route: &str,
         config: &RateLimitConfig,
         client: IpAddr,
-        headers: &HeaderMap,
+        headers: RequestFields<'_>,
         spiffe_id: Option<&str>,
     ) -> RateDecision {
         let mut map = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);

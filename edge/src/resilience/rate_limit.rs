@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::headers::RequestFields;
+
 use super::config::{RateLimitConfig, RateLimitKey};
 
 /// The key of requests that lack the header or identity the limit is keyed by: they
@@ -94,7 +96,7 @@ impl RateLimiter {
     pub fn key(
         &self,
         client_ip: IpAddr,
-        headers: &http::HeaderMap,
+        headers: RequestFields<'_>,
         spiffe_id: Option<&str>,
     ) -> String {
         match &self.config.key {
@@ -102,8 +104,8 @@ impl RateLimiter {
             RateLimitKey::ClientIp => client_ip.to_string(),
             RateLimitKey::SpiffeId => spiffe_id.unwrap_or(ANONYMOUS).to_owned(),
             RateLimitKey::Header(name) => headers
-                .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
+                .first(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
                 .filter(|v| !v.is_empty())
                 .unwrap_or(ANONYMOUS)
                 .to_owned(),
@@ -234,6 +236,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().expect("valid ip");
         let mut headers = http::HeaderMap::new();
         headers.insert("x-api-key", http::HeaderValue::from_static("k1"));
+        let raw = crate::raw_head::RawHead::from_pairs(&[("X-Api-Key", "k1")]);
         let id = Some("spiffe://example.org/svc/a");
         let cases = [
             (RateLimitKey::Route, ""),
@@ -244,10 +247,11 @@ mod tests {
         ];
         for (key, want) in cases {
             let l = limiter(1.0, None, key.clone(), 10);
-            assert_eq!(l.key(ip, &headers, id), want, "{key:?}");
+            assert_eq!(l.key(ip, RequestFields::Map(&headers), id), want, "{key:?}");
+            assert_eq!(l.key(ip, RequestFields::Raw(&raw), id), want, "{key:?}");
         }
         let l = limiter(1.0, None, RateLimitKey::SpiffeId, 10);
-        assert_eq!(l.key(ip, &headers, None), ANONYMOUS);
+        assert_eq!(l.key(ip, RequestFields::Map(&headers), None), ANONYMOUS);
     }
 
     #[test]

@@ -1,4 +1,6 @@
 use super::*;
+use crate::raw_head::RawHead;
+use http::HeaderMap;
 
 fn route(name: &str, matcher: RouteMatch) -> Route {
     Route {
@@ -26,14 +28,22 @@ fn find<'a>(
             HeaderValue::from_str(v).unwrap(),
         );
     }
+    let raw = RawHead::from_pairs(headers);
     let host = normalize_host(host);
-    t.find(&RequestInfo {
-        host: &host,
-        path,
-        method: &method,
-        headers: &map,
-    })
-    .map(|r| &*r.name)
+    let [by_map, by_raw] = [RequestFields::Map(&map), RequestFields::Raw(&raw)].map(|headers| {
+        t.find(&RequestInfo {
+            host: &host,
+            path,
+            method: &method,
+            headers,
+        })
+        .map(|r| &*r.name)
+    });
+    assert_eq!(
+        by_map, by_raw,
+        "the fields as received route as the map does"
+    );
+    by_map
 }
 
 #[test]

@@ -183,7 +183,15 @@ pub(super) async fn send(
     let failed = |kind: FailureKind, source: BoxError| UpstreamError { addr, kind, source };
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut wire = Vec::with_capacity(512 + body.len());
-    codec::encode_request(&mut wire, &head.method, target, &head.headers, addr, body);
+    codec::encode_request(
+        &mut wire,
+        &head.method,
+        target,
+        &head.headers,
+        head.fields.as_ref(),
+        addr,
+        body,
+    );
     let resend_allowed = crate::resilience::retry::is_idempotent(&head.method);
     let mut pooled_allowed = true;
     loop {

@@ -9,26 +9,33 @@ use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 
 use super::UpstreamBody;
+use crate::raw_head::RawHead;
 
 /// The head of a request sent upstream; the URI's path and query are what is sent (the
 /// client sets scheme and authority for the endpoint).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RequestHead {
     /// Method.
     pub method: Method,
     /// URI (only its path and query are used).
     pub uri: Uri,
-    /// Headers, already prepared for the upstream.
+    /// Headers, already prepared for the upstream (none when `fields` has them).
     pub headers: HeaderMap,
+    /// The client's header fields as received on the HTTP/1.1 fast path, prepared for the
+    /// upstream: the in-task HTTP/1.1 client writes them through, others get them in a map.
+    pub fields: Option<RawHead>,
 }
 
 impl RequestHead {
-    /// A request with a copy of this head and `body`.
+    /// A request with a copy of this head (every field in its map) and `body`.
     pub fn to_request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
+        if let Some(fields) = &self.fields {
+            fields.append_to(req.headers_mut());
+        }
         req
     }
 }
@@ -39,6 +46,7 @@ impl From<http::request::Parts> for RequestHead {
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
+            fields: None,
         }
     }
 }
@@ -84,11 +92,14 @@ mod tests {
             method: Method::PUT,
             uri: Uri::from_static("/p?q=1"),
             headers,
+            fields: Some(RawHead::from_pairs(&[("X-B", "2"), ("x-a", "3")])),
         });
         let req = Outgoing::Buffered(head, Bytes::from_static(b"body")).into_request();
         assert_eq!(req.method(), Method::PUT);
         assert_eq!(req.uri(), "/p?q=1");
-        assert_eq!(req.headers()["x-a"], "1");
+        let all = |name| req.headers().get_all(name).iter().collect::<Vec<_>>();
+        assert_eq!(all("x-a"), ["1", "3"], "the map's first, then the fields'");
+        assert_eq!(all("x-b"), ["2"]);
         let got = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], b"body");
     }

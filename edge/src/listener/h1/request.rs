@@ -1,21 +1,20 @@
 //! Request heads for the HTTP/1.1 fast path (RFC 9112): parsed with `httparse` from the
-//! connection's read buffer into an `http::Request`, the header values sharing that buffer.
+//! connection's read buffer into an `http::Request` without headers and the header fields
+//! as received ([`RawHead`]), sharing that buffer.
 //! Requests the fast path does not serve itself (bodies still to come, chunked or invalid
 //! framing, `expect`, upgrades) are left to hyper untouched.
 
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
+use smallvec::SmallVec;
 
 use crate::headers::ConnectionOptions;
+use crate::raw_head::{Field, RawHead};
 
 /// Most header lines in a request head (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;
-
-/// Headers the proxy may add to a request (`x-request-id`, `x-forwarded-for`,
-/// `x-forwarded-proto`, `traceparent`, `host`).
-const PROXY_ADDED_HEADERS: usize = 5;
 
 /// What to do with the bytes at the start of the read buffer.
 // Moved once, from `parse` to the connection loop: a box would be an allocation per request.
@@ -35,8 +34,11 @@ pub enum Parsed {
 /// A request whose head and body were complete in the buffer.
 #[derive(Debug)]
 pub struct FastRequest {
-    /// The request, its body complete.
+    /// The request, its body complete; its header map is empty.
     pub request: Request<Bytes>,
+    /// Its header fields as received, without `connection: keep-alive|close` and
+    /// `keep-alive`.
+    pub fields: RawHead,
     /// Whether the client keeps the connection open after the response.
     pub keep_alive: bool,
 }
@@ -82,16 +84,17 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         return Parsed::HandOff("connect");
     }
     let base = buf.as_ptr() as usize;
+    // Offsets fit in u32: a head is refused long before 4 GiB.
     let at = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
-        start..start + s.len()
+        [start as u32, (start + s.len()) as u32]
     };
-    let target = at(target.as_bytes());
+    let [start, end] = at(target.as_bytes());
+    let target = start as usize..end as usize;
     let mut body_len: Option<usize> = None;
     let mut connection = ConnectionOptions::default();
-    // Where the kept headers' names and values are in the head; inline for the usual
-    // handful (zeroing room for all 100 cost more than parsing a short head).
-    let mut kept = smallvec::SmallVec::<[_; 16]>::new();
+    // Where the kept fields' names and values are in the head.
+    let mut kept = SmallVec::new();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -116,7 +119,7 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         } else if name.eq_ignore_ascii_case(b"keep-alive") {
             continue;
         }
-        kept.push((at(name), at(h.value)));
+        kept.push(Field::new(at(name), at(h.value)));
     }
     let body_len = body_len.unwrap_or(0);
     if buf.len() - head_len < body_len {
@@ -129,18 +132,6 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
         return Parsed::Refuse(StatusCode::BAD_REQUEST, "bad_target");
     };
-    // Room for the headers the proxy adds (request id, forwarded, trace): growing the map
-    // rehashes it.
-    let mut headers = HeaderMap::with_capacity(kept.len() + PROXY_ADDED_HEADERS);
-    for (name, value) in kept {
-        let Ok(name) = HeaderName::from_bytes(&head[name]) else {
-            return Parsed::Refuse(StatusCode::BAD_REQUEST, "bad_header");
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
-            return Parsed::Refuse(StatusCode::BAD_REQUEST, "bad_header");
-        };
-        headers.append(name, value);
-    }
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -149,9 +140,9 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     } else {
         Version::HTTP_11
     };
-    *request.headers_mut() = headers;
     Parsed::Request(FastRequest {
         request,
+        fields: RawHead::new(head, kept),
         keep_alive,
     })
 }

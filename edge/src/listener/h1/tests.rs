@@ -12,7 +12,7 @@ const LIMITS: H1Limits = H1Limits {
 };
 
 /// Answers `METHOD PATH BODY-BYTES` as the body.
-async fn echo(req: Request<Full<Bytes>>) -> Reply {
+async fn echo(req: Request<Full<Bytes>>, _fields: RawHead) -> Reply {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     http::Response::new(full(format!(
@@ -173,9 +173,9 @@ async fn drain_closes_idle_connections_and_ends_the_current_one() {
     let (tx, mut rx) = watch::channel(false);
     let (mut client, mut server) = tokio::io::duplex(64 * 1024);
     let task = tokio::spawn(async move {
-        let handler = |req| {
+        let handler = |req, fields| {
             tx.send(true).unwrap();
-            echo(req)
+            echo(req, fields)
         };
         serve(&mut server, LIMITS, handler, &mut rx).await
     });

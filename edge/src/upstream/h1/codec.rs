@@ -8,12 +8,12 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::HOST;
 use http::{HeaderMap, Method, StatusCode};
 use smallvec::SmallVec;
 
 use crate::headers::ConnectionOptions;
-use crate::upstream::raw_head::{Field, RawHead};
+use crate::raw_head::{Field, RawHead};
 
 /// Most header lines accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -50,6 +50,7 @@ pub(super) fn encode_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    fields: Option<&RawHead>,
     authority: SocketAddr,
     body: &[u8],
 ) {
@@ -57,17 +58,22 @@ pub(super) fn encode_request(
     out.push(b' ');
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(HOST) {
+    if !headers.contains_key(HOST) && !fields.is_some_and(|f| f.contains(b"host")) {
         let _ = write!(out, "host: {authority}\r\n");
     }
-    for (name, value) in headers {
+    let map = headers
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    for (name, value) in map.chain(fields.into_iter().flat_map(RawHead::iter)) {
         // The framing is ours: the body is complete and sent with its length.
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if !body.is_empty() || method_implies_body(method) {

@@ -1,4 +1,7 @@
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderValue;
+
+use crate::headers::X_REQUEST_ID;
 
 use super::*;
 
@@ -46,6 +49,7 @@ fn request_is_framed_with_its_length_and_gets_a_host() {
         &Method::POST,
         "/a?b=1",
         &headers,
+        None,
         "10.0.0.1:8443".parse().unwrap(),
         b"hello",
     );
@@ -66,12 +70,42 @@ fn get_without_body_has_no_length_and_keeps_its_host() {
         &Method::GET,
         "",
         &headers,
+        None,
         "10.0.0.1:1".parse().unwrap(),
         b"",
     );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "GET / HTTP/1.1\r\nhost: api.example.org\r\n\r\n"
+    );
+}
+
+#[test]
+fn fields_as_received_go_out_in_their_order_and_spelling_without_framing() {
+    let mut fields = RawHead::from_pairs(&[
+        ("Host", "api.example.org"),
+        ("Content-Length", "999"),
+        ("Accept", "*/*"),
+        ("Transfer-Encoding", "chunked"),
+        ("X-Tag", "a"),
+        ("x-tag", "b"),
+    ]);
+    fields.add(X_REQUEST_ID, HeaderValue::from_static("abc"));
+    let mut out = Vec::new();
+    encode_request(
+        &mut out,
+        &Method::PUT,
+        "/p",
+        &HeaderMap::new(),
+        Some(&fields),
+        "10.0.0.1:1".parse().unwrap(),
+        b"hi",
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "PUT /p HTTP/1.1\r\nx-request-id: abc\r\nHost: api.example.org\r\nAccept: */*\r\n\
+         X-Tag: a\r\nx-tag: b\r\ncontent-length: 2\r\n\r\nhi",
+        "the gateway's first, one host (the client's), the gateway's framing"
     );
 }
 

@@ -1,8 +1,9 @@
-//! The header fields of an HTTP/1.1 upstream response as they arrived: the head's bytes and
-//! where each field's name and value are in them, plus the few the gateway adds. The
-//! HTTP/1.1 listener writes them through to its client without building an `http::HeaderMap`
+//! The header fields of an HTTP/1.1 message as they arrived: the head's bytes and where each
+//! field's name and value are in them, plus the few the gateway adds. Both directions of the
+//! HTTP/1.1 fast path use it: a client's request fields go to an HTTP/1.1 upstream, and an
+//! upstream's response fields to an HTTP/1.1 client, without an `http::HeaderMap` in between
 //! (hashing every name and counting a reference per value cost about 1,500 instructions per
-//! response); the HTTP/2 and HTTP/3 listeners, which need a map, get one from
+//! message each way). HTTP/2 and HTTP/3, which need a map, get one from
 //! [`RawHead::append_to`].
 
 use bytes::Bytes;
@@ -13,8 +14,9 @@ mod names;
 
 /// Fields kept inline before the list spills to the heap: most responses carry fewer.
 const INLINE_FIELDS: usize = 16;
-/// The gateway adds `x-request-id`, and `alt-svc` when HTTP/3 is on.
-const INLINE_ADDED: usize = 2;
+/// The gateway adds four fields to a request (`x-request-id`, `x-forwarded-for`,
+/// `x-forwarded-proto`, `traceparent`), one or two to a response.
+const INLINE_ADDED: usize = 4;
 
 /// Where one field's name and value are in the head: start and end offsets of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +32,11 @@ impl Field {
     }
 }
 
-/// An upstream response's header fields, in the order and spelling the upstream sent them,
-/// after the fields the gateway adds ([`RawHead::add`]). Only the HTTP/1.1 codec makes one,
-/// from a head `httparse` accepted: every name is a token and every value a valid field
-/// value. Boxed: the response it travels with is moved through several futures, and inline
-/// it would make each of them larger.
+/// A message's header fields, in the order and spelling the sender used, after the fields the
+/// gateway adds ([`RawHead::add`]). Only the HTTP/1.1 parsers make one (the listener's for
+/// requests, the upstream codec's for responses), from a head `httparse` accepted: every
+/// name is a token and every value a valid field value. Boxed: the message it travels with
+/// is moved through several futures, and inline it would make each of them larger.
 #[derive(Debug)]
 pub struct RawHead(Box<Fields>);
 
@@ -59,25 +61,24 @@ impl RawHead {
         &self.0.head[start as usize..end as usize]
     }
 
-    /// Adds a field of the gateway's own, written before the upstream's. The caller takes
-    /// a field of the same name out of the upstream's ([`RawHead::retain`]) when it
-    /// replaces it.
+    /// Adds a field of the gateway's own, written before the received ones. The caller takes
+    /// a field of the same name out of those ([`RawHead::retain`]) when it replaces it.
     pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
         self.0.added.push((name, value));
     }
 
-    /// Each field's name and value, the gateway's first, then the upstream's in order.
+    /// Each field's name and value, the gateway's first, then the received ones in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let added = self
             .0
             .added
             .iter()
             .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
-        added.chain(self.upstream())
+        added.chain(self.received())
     }
 
-    /// The upstream's fields, in order.
-    fn upstream(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    /// The received fields, in order.
+    fn received(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.0
             .fields
             .iter()
@@ -94,12 +95,32 @@ impl RawHead {
         self.len() == 0
     }
 
-    /// True when one of the upstream's fields is called `name` (any case).
+    /// True when one of the received fields is called `name` (any case).
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.upstream().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.received().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// Keeps the upstream's fields for which `keep(name, value)` is true, in order.
+    /// The values of the fields called `name` (any case), added ones first, in order.
+    pub fn values<'a, 'n>(
+        &'a self,
+        name: &'n [u8],
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The value of the first received field called `name`, sharing the head's bytes.
+    pub fn received_value(&self, name: &[u8]) -> Option<Bytes> {
+        let f = self
+            .0
+            .fields
+            .iter()
+            .find(|f| self.span(f.name).eq_ignore_ascii_case(name))?;
+        Some(self.0.head.slice(f.value[0] as usize..f.value[1] as usize))
+    }
+
+    /// Keeps the received fields for which `keep(name, value)` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let Fields { head, fields, .. } = &mut *self.0;
         let span = |[start, end]: [u32; 2]| &head[start as usize..end as usize];
@@ -123,7 +144,7 @@ impl RawHead {
                 }
                 _ => tracing::warn!(
                     field = %String::from_utf8_lossy(self.span(f.name)),
-                    "upstream header field is not valid: left out"
+                    "received header field is not valid: left out"
                 ),
             }
         }
