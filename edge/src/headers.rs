@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use crate::raw_head::RawHead;
 
@@ -128,6 +129,14 @@ fn push_random_hex(out: &mut Vec<u8>, rng: &mut impl Rng, bytes: usize) {
     }
 }
 
+/// 16 random bytes as 32 lowercase hex digits: a request or trace id.
+fn random_id(rng: &mut impl Rng) -> [u8; 32] {
+    let mut id = [0; 32];
+    id[..16].copy_from_slice(&hex_word(rng.random::<u64>()));
+    id[16..].copy_from_slice(&hex_word(rng.random::<u64>()));
+    id
+}
+
 /// `word` as 16 lowercase hex digits, most significant first, computed on all digits at
 /// once (a table lookup per digit cost about four times as many instructions).
 fn hex_word(word: u64) -> [u8; 16] {
@@ -239,12 +248,15 @@ impl Forwarding {
         client: IpAddr,
         rng: &mut impl Rng,
     ) -> Self {
+        // A trace started here takes a request id made here as its trace id: both are 128
+        // random bits, and the access log's request id then finds the trace.
+        let mut made_id = None;
         let request_id = match request_id.filter(|v| is_valid_request_id(v.as_bytes())) {
             Some(v) => v,
             None => {
-                let mut id = Vec::with_capacity(32);
-                push_random_hex(&mut id, rng, 16);
-                owned_value(id)
+                let id = random_id(rng);
+                made_id = Some(id);
+                owned_value(Bytes::copy_from_slice(&id))
             }
         };
         let mut xff = String::with_capacity(48);
@@ -267,7 +279,7 @@ impl Forwarding {
                 flags
             }
             None => {
-                push_random_hex(&mut tp, rng, 16);
+                tp.extend_from_slice(&made_id.unwrap_or_else(|| random_id(rng)));
                 "00"
             }
         };
@@ -305,16 +317,25 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
     set.request_id
 }
 
-/// True for the names [`prepare_request`] sets, replacing what the request had.
-fn is_set_on_requests(name: &[u8]) -> bool {
-    let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-    match name.len() {
-        11 => is(&TRACEPARENT),
-        12 => is(&X_REQUEST_ID),
-        15 => is(&X_FORWARDED_FOR),
-        17 => is(&X_FORWARDED_PROTO),
-        _ => false,
-    }
+/// The fields [`prepare_request`] sets, replacing what the request had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetField {
+    RequestId,
+    ForwardedFor,
+    ForwardedProto,
+    Traceparent,
+}
+
+/// Which of the fields [`prepare_request`] sets `name` (any case) is.
+fn set_on_requests(name: &[u8]) -> Option<SetField> {
+    let (field, known): (_, &[u8]) = match name.len() {
+        11 => (SetField::Traceparent, b"traceparent"),
+        12 => (SetField::RequestId, b"x-request-id"),
+        15 => (SetField::ForwardedFor, b"x-forwarded-for"),
+        17 => (SetField::ForwardedProto, b"x-forwarded-proto"),
+        _ => return None,
+    };
+    name.eq_ignore_ascii_case(known).then_some(field)
 }
 
 /// [`prepare_request`] for a request's fields as received (the HTTP/1.1 fast path): the
@@ -326,16 +347,27 @@ pub fn prepare_request_fields(
     client: IpAddr,
     rng: &mut impl Rng,
 ) -> HeaderValue {
+    // One pass for the previous values of the fields the gateway sets.
+    let (mut request_id, mut traceparent) = (None, None);
+    let mut forwarded_for = SmallVec::<[&[u8]; 2]>::new();
+    for (name, value) in fields.iter() {
+        match set_on_requests(name) {
+            Some(SetField::RequestId) if request_id.is_none() => request_id = Some(value),
+            Some(SetField::ForwardedFor) => forwarded_for.push(value),
+            Some(SetField::Traceparent) if traceparent.is_none() => traceparent = Some(value),
+            _ => {}
+        }
+    }
     let set = Forwarding::new(
-        fields
-            .received_value(b"x-request-id")
-            .and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
-        fields.values(b"x-forwarded-for"),
-        fields.values(b"traceparent").next(),
+        request_id.and_then(|v| HeaderValue::from_bytes(v).ok()),
+        forwarded_for.into_iter(),
+        traceparent,
         client,
         rng,
     );
-    fields.retain(|name, value| !(is_hop_by_hop_field(name, value) || is_set_on_requests(name)));
+    fields.retain(|name, value| {
+        !(is_hop_by_hop_field(name, value) || set_on_requests(name).is_some())
+    });
     fields.add(X_REQUEST_ID, set.request_id.clone());
     fields.add(X_FORWARDED_FOR, set.forwarded_for);
     fields.add(X_FORWARDED_PROTO, HeaderValue::from_static("https"));

@@ -148,8 +148,9 @@ impl Proxy {
     }
 
     /// Handles one request whose header fields are in `fields` when they came as received
-    /// (the HTTP/1.1 fast path; the request's map is then empty). Header fields stay as
-    /// they arrived both ways where the other side is HTTP/1.1 too.
+    /// (the HTTP/1.1 fast path; the request's map is then empty, and a `connection` field
+    /// naming other fields is not among them). Header fields stay as they arrived both ways
+    /// where the other side is HTTP/1.1 too.
     pub async fn reply<B>(&self, req: Request<B>, fields: Option<RawHead>, conn: ConnInfo) -> Reply
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -193,18 +194,19 @@ impl Proxy {
         let started = Instant::now();
         let rt = self.runtime.load_full();
         let (mut parts, body) = req.into_parts();
-        // A `connection` field that names other fields: only the map's rules know them.
-        if let Some(f) = client_fields.take_if(|f| f.contains(b"connection")) {
-            f.append_to(&mut parts.headers);
-        }
-        // The authority (HTTP/2, HTTP/3) or the Host header; a shared copy, not a string.
-        let host_value = match (parts.uri.authority(), &client_fields) {
-            (Some(a), _) => HeaderValue::from_str(a.as_str()).ok(),
-            (None, Some(f)) => f
+        // The authority (HTTP/2, HTTP/3, absolute-form HTTP/1.1) or the Host header; a
+        // shared copy, not a string.
+        let authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let from_authority = authority.is_some();
+        let host_value = authority.or_else(|| match &client_fields {
+            Some(f) => f
                 .received_value(b"host")
                 .and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
-            (None, None) => parts.headers.get(HOST).cloned(),
-        };
+            None => parts.headers.get(HOST).cloned(),
+        });
         let host_raw = host_value
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -313,7 +315,11 @@ impl Proxy {
             Err(open) => return self.circuit_open(&rt, entry, started, open, &request_id),
         };
 
-        if let Some(v) = host_value.clone().filter(|_| !host_raw.is_empty()) {
+        // An authority the request had no Host header for becomes one.
+        if let Some(v) = host_value
+            .clone()
+            .filter(|_| from_authority && !host_raw.is_empty())
+        {
             match client_fields.as_mut() {
                 Some(f) if !f.contains(b"host") => f.add(HOST, v),
                 None if !parts.headers.contains_key(HOST) => {

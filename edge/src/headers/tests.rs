@@ -125,6 +125,22 @@ fn traceparent_continued_or_started() {
 }
 
 #[test]
+fn a_trace_started_here_takes_the_request_id_made_here() {
+    let h = prepared(&[]);
+    let id = h.get(X_REQUEST_ID).unwrap().to_str().unwrap();
+    let tp = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+    assert_eq!(&tp[3..35], id, "{tp}");
+    assert!(parse_traceparent(tp.as_bytes()).is_some(), "{tp}");
+    // The client's request id is not a trace id: a new trace gets random bits of its own.
+    let client_id = "0123456789abcdef0123456789abcdef";
+    let h = prepared(&[("x-request-id", client_id)]);
+    assert_eq!(h.get(X_REQUEST_ID).unwrap(), client_id);
+    let tp = h.get(TRACEPARENT).unwrap().to_str().unwrap();
+    assert_ne!(&tp[3..35], client_id, "{tp}");
+    assert!(parse_traceparent(tp.as_bytes()).is_some(), "{tp}");
+}
+
+#[test]
 fn hop_by_hop_headers_removed() {
     let h = prepared(&[
         ("connection", "keep-alive, x-private"),

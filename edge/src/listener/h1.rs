@@ -64,7 +64,7 @@ pub async fn serve<S, H, F>(
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    H: FnMut(Request<Full<Bytes>>, RawHead) -> F,
+    H: FnMut(Request<Full<Bytes>>, Option<RawHead>) -> F,
     F: Future<Output = Reply>,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);

@@ -123,7 +123,7 @@ async fn connection(
             header_read_timeout: limits.header_read_timeout,
             max_head_bytes: limits.max_header_bytes as usize,
         };
-        let handler = |req, fields| proxy.reply(req, Some(fields), info);
+        let handler = |req, fields| proxy.reply(req, fields, info);
         match h1::serve(&mut tls, h1_limits, handler, &mut life.drain).await {
             Ended::Closed => return,
             Ended::HandOff(unparsed) => replay = unparsed,

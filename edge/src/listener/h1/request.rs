@@ -37,8 +37,9 @@ pub struct FastRequest {
     /// The request, its body complete; its header map is empty.
     pub request: Request<Bytes>,
     /// Its header fields as received, without `connection: keep-alive|close` and
-    /// `keep-alive`.
-    pub fields: RawHead,
+    /// `keep-alive`; `None` when a `connection` field names other fields: they are then in
+    /// the request's map, for the hop-by-hop rules that remove the fields it names.
+    pub fields: Option<RawHead>,
     /// Whether the client keeps the connection open after the response.
     pub keep_alive: bool,
 }
@@ -93,6 +94,7 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let target = start as usize..end as usize;
     let mut body_len: Option<usize> = None;
     let mut connection = ConnectionOptions::default();
+    let mut lists_fields = false;
     // Where the kept fields' names and values are in the head.
     let mut kept = SmallVec::new();
     for h in req.headers.iter() {
@@ -116,6 +118,7 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
             if connection.read(h.value) {
                 continue;
             }
+            lists_fields = true;
         } else if name.eq_ignore_ascii_case(b"keep-alive") {
             continue;
         }
@@ -140,9 +143,15 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     } else {
         Version::HTTP_11
     };
+    let mut fields = Some(RawHead::new(head, kept));
+    if lists_fields {
+        if let Some(f) = fields.take() {
+            f.append_to(request.headers_mut());
+        }
+    }
     Parsed::Request(FastRequest {
         request,
-        fields: RawHead::new(head, kept),
+        fields,
         keep_alive,
     })
 }

@@ -12,7 +12,7 @@ const LIMITS: H1Limits = H1Limits {
 };
 
 /// Answers `METHOD PATH BODY-BYTES` as the body.
-async fn echo(req: Request<Full<Bytes>>, _fields: RawHead) -> Reply {
+async fn echo(req: Request<Full<Bytes>>, _fields: Option<RawHead>) -> Reply {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     http::Response::new(full(format!(
