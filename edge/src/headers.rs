@@ -154,27 +154,27 @@ fn hex_word(word: u64) -> [u8; 16] {
     (v + BYTES_01 * u128::from(b'0') + letters * 0x27).to_be_bytes()
 }
 
+/// A header value being written: on the stack up to 64 bytes (then copied once, exactly).
+type Text = SmallVec<[u8; 64]>;
+
 /// Appends `ip` as text (IPv4 without the formatting machinery: it runs for every request).
-fn push_ip(out: &mut String, ip: IpAddr) {
+fn push_ip(out: &mut Text, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    out.push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    out.push(b'0' + octet / 10 % 10);
                 }
-                out.push(char::from(b'0' + octet % 10));
+                out.push(b'0' + octet % 10);
             }
         }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{v6}");
-        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
 }
 
@@ -259,15 +259,12 @@ impl Forwarding {
                 owned_value(Bytes::copy_from_slice(&id))
             }
         };
-        let mut xff = String::with_capacity(48);
+        let mut xff = Text::new();
         // Previous values that are text (visible ASCII) keep the result a valid value.
         for prev in forwarded_for.map(<[u8]>::trim_ascii) {
-            if let Some(prev) = std::str::from_utf8(prev)
-                .ok()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| (0x20..0x7f).contains(&b)))
-            {
-                xff.push_str(prev);
-                xff.push_str(", ");
+            if !prev.is_empty() && prev.iter().all(|b| (0x20..0x7f).contains(b)) {
+                xff.extend_from_slice(prev);
+                xff.extend_from_slice(b", ");
             }
         }
         push_ip(&mut xff, client);
@@ -289,7 +286,7 @@ impl Forwarding {
         tp.extend_from_slice(flags.as_bytes());
         Self {
             request_id,
-            forwarded_for: owned_value(xff),
+            forwarded_for: owned_value(Bytes::copy_from_slice(&xff)),
             traceparent: owned_value(tp),
         }
     }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -347,10 +348,6 @@ impl Proxy {
             };
         }
         let limit = usize::try_from(route.max_request_body_bytes).unwrap_or(usize::MAX);
-        // The limit error does not always surface through the client (an HTTP/2 upstream
-        // just sees a reset stream), so the body remembers that it hit the limit.
-        let over_limit = Arc::new(AtomicBool::new(false));
-        let flag = over_limit.clone();
         // A GET or HEAD without content-length carries no body in practice, but only its
         // end says so (HTTP/3 streams, chunked HTTP/1.1): read it, so that the request can
         // be retried and hedged like any other GET.
@@ -361,7 +358,10 @@ impl Proxy {
                 .is_some_and(|n| n <= REPLAY_MAX_BODY_BYTES)
             || (entry.request_bytes.is_none()
                 && matches!(parts.method, http::Method::GET | http::Method::HEAD));
-        let limited = move |body: B| {
+        // The limit error does not always surface through the client (an HTTP/2 upstream
+        // just sees a reset stream), so a body that can hit it remembers that it did.
+        let over_limit = (!empty).then(|| Arc::new(AtomicBool::new(false)));
+        let limited = |body: B, flag: Arc<AtomicBool>| {
             Limited::new(body.map_err(Into::into), limit)
                 .map_err(move |e| {
                     if e.is::<LengthLimitError>() {
@@ -371,13 +371,12 @@ impl Proxy {
                 })
                 .boxed_unsync()
         };
-        let body = if empty {
-            ReqBody::Buffered(Bytes::new())
-        } else if small {
-            match limited(body).collect().await {
+        let body = match &over_limit {
+            None => ReqBody::Buffered(Bytes::new()),
+            Some(flag) if small => match limited(body, flag.clone()).collect().await {
                 Ok(b) => ReqBody::Buffered(b.to_bytes()),
                 Err(e) => {
-                    let (status, reason) = if over_limit.load(Ordering::SeqCst)
+                    let (status, reason) = if flag.load(Ordering::SeqCst)
                         || e.is::<LengthLimitError>()
                     {
                         metrics::counter!(m::REQUESTS_REFUSED_TOTAL, "reason" => "body_too_large")
@@ -388,16 +387,19 @@ impl Proxy {
                     };
                     return self.local(&rt, entry, started, status, reason, &request_id);
                 }
-            }
-        } else {
-            ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(limited(body)))))
+            },
+            Some(flag) => ReqBody::Streaming(Arc::new(std::sync::Mutex::new(Some(limited(
+                body,
+                flag.clone(),
+            ))))),
         };
         let head = RequestHead {
             fields: client_fields,
             ..RequestHead::from(parts)
         };
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
-        let answer = attempt::run(cluster, head, body, started + timeout, &over_limit).await;
+        let window = (started, started + timeout);
+        let answer = attempt::run(cluster, head, body, window, over_limit.as_ref()).await;
         entry.upstream_duration = Some(started.elapsed());
         let upstream = |addr: SocketAddr| {
             if logging {
@@ -435,13 +437,14 @@ impl Proxy {
         }
     }
 
-    fn count(&self, entry: &AccessEntry, started: Instant) {
+    /// Records the request's metrics; `elapsed` is its time so far.
+    fn count(&self, entry: &AccessEntry, elapsed: Duration) {
         self.request_metrics.record(
             &entry.route,
             &entry.cluster,
             entry.status,
             entry.protocol,
-            started.elapsed(),
+            elapsed,
         );
     }
 
@@ -485,7 +488,9 @@ impl Proxy {
         *upstream_fields = fields;
         parts.version = http::Version::default();
         entry.status = parts.status.as_u16();
-        self.count(&entry, started);
+        // The clock was read as the upstream's answer came, microseconds ago.
+        let elapsed = entry.upstream_duration.unwrap_or_else(|| started.elapsed());
+        self.count(&entry, elapsed);
         Response::from_parts(
             parts,
             body::logged(body, entry, rt.access_log.clone(), started),
@@ -527,7 +532,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         entry.status = status.as_u16();
         entry.error = reason;
-        self.count(&entry, started);
+        self.count(&entry, started.elapsed());
         let text = format!("{} {}\n", status.as_u16(), reason.replace('_', " "));
         let mut resp = Response::new(body::logged(
             http_body_util::Full::new(Bytes::from(text)),

@@ -143,7 +143,7 @@ async fn one(
     pick: Pick,
     req: Outgoing,
     budget: TryBudget,
-    over_limit: Arc<AtomicBool>,
+    over_limit: Option<Arc<AtomicBool>>,
 ) -> (TryResult, SocketAddr) {
     let addr = pick.address();
     let span = tracing::info_span!(
@@ -166,7 +166,7 @@ async fn one(
             TryResult::Response(resp)
         }
         Err(e)
-            if over_limit.load(Ordering::SeqCst)
+            if over_limit.is_some_and(|f| f.load(Ordering::SeqCst))
                 || find_cause::<LengthLimitError>(&e).is_some() =>
         {
             cluster.report(pick, Outcome::Cancelled, now);
@@ -196,14 +196,14 @@ async fn race(
     body: &ReqBody,
     (per_try, hedge, deadline): (Duration, Option<Duration>, Instant),
     tried: &mut Tried,
-    over_limit: &Arc<AtomicBool>,
+    over_limit: Option<&Arc<AtomicBool>>,
 ) -> (TryResult, SocketAddr) {
     let a = one(
         cluster.clone(),
         first,
         outgoing(head, body),
         TryBudget { per_try, deadline },
-        over_limit.clone(),
+        over_limit.cloned(),
     );
     let Some(delay) = hedge else {
         return a.await;
@@ -236,7 +236,7 @@ async fn race(
             per_try: remaining,
             deadline,
         },
-        over_limit.clone(),
+        over_limit.cloned(),
     ));
     let (first_done, a_won) = tokio::select! {
         r = &mut a => (r, true),
@@ -259,13 +259,15 @@ async fn race(
     other
 }
 
-/// Runs the tries of a request until an answer, the deadline or the end of retries.
+/// Runs the tries of a request until an answer, the deadline or the end of retries; the
+/// request's time runs from `started` to `deadline`. `over_limit` is set by a streamed body
+/// that went over the route's limit.
 pub(super) async fn run(
     cluster: &Arc<Cluster>,
     head: RequestHead,
     body: ReqBody,
-    deadline: Instant,
-    over_limit: &Arc<AtomicBool>,
+    (started, deadline): (Instant, Instant),
+    over_limit: Option<&Arc<AtomicBool>>,
 ) -> Answer {
     if let Some(not_after) = cluster.own_svid_expired() {
         tracing::warn!(
@@ -284,8 +286,10 @@ pub(super) async fn run(
     let mut retries = 0u32;
     let mut _room: Option<RetryRoom> = None;
     let mut last: Option<Answer> = None;
+    // The first try starts as the request did (microseconds ago): no clock read for it.
+    let mut now = started;
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
             return Answer::Local(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -369,6 +373,7 @@ pub(super) async fn run(
                 _room = Some(room);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(retry.backoff.min(left)).await;
+                now = Instant::now();
             }
             Err(_) => return local,
         }
