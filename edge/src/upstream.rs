@@ -706,20 +706,15 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (path and query only in its URI) to `addr`, within `budget` when given
-    /// (an expired budget is a [`FailureKind::Timeout`]).
+    /// (an expired budget is a [`FailureKind::Timeout`]). Callers check the gateway's own
+    /// SVID first ([`UpstreamClient::own_svid_expired`]: the request path once per request,
+    /// health checks once per check); a new connection is refused with an expired one.
     pub async fn send(
         &self,
         addr: SocketAddr,
         out: Outgoing,
         budget: Option<TryBudget>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        if let Some(not_after) = self.own_svid_expired() {
-            return Err(UpstreamError {
-                addr,
-                kind: FailureKind::OwnSvidExpired,
-                source: ConnectError::OwnSvidExpired { addr, not_after }.into(),
-            });
-        }
         let pool = self.client();
         let small = |n: u64| n <= h1::BUFFERED_BODY_MAX_BYTES;
         let out = match (&pool.h1, out) {

@@ -43,6 +43,11 @@ impl MtlsProbe {
 impl HealthProbe for MtlsProbe {
     fn check<'a>(&'a self, endpoint: EndpointId, path: &'a str) -> ProbeFuture<'a> {
         Box::pin(async move {
+            // An expired SVID of ours says nothing of the endpoint (pooled connections would
+            // still carry the check; new ones are refused by the connector).
+            if self.client.own_svid_expired().is_some() {
+                return CheckResult::NotSent;
+            }
             let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
             let req = match Request::get(path)
                 .header(http::header::USER_AGENT, "meshedge-health-check")
