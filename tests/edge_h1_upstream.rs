@@ -388,6 +388,23 @@ async fn in_task_http1_client_against_a_scripted_upstream() {
             );
         }
     }
+    // An absolute-form target without a Host field: the upstream gets one host, the URI's.
+    let target = format!("https://{host}/s/head");
+    let r = curl_async(
+        &w,
+        host,
+        "/s/head",
+        &["--http1.1", "--request-target", &target, "-H", "Host:"],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let hosts: Vec<&str> = r
+        .body
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+        .collect();
+    assert_eq!(hosts.len(), 1, "{}", r.body);
+    assert!(hosts[0].contains(host), "{}", r.body);
     // A `connection` field naming another field: that field is not forwarded either.
     let r = curl_async(
         &w,

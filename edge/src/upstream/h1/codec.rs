@@ -58,7 +58,8 @@ pub(super) fn encode_request(
     out.push(b' ');
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(HOST) && !fields.is_some_and(|f| f.contains(b"host")) {
+    // The fields' host may be one the gateway added (from an absolute-form target).
+    if !headers.contains_key(HOST) && fields.is_none_or(|f| f.values(b"host").next().is_none()) {
         let _ = write!(out, "host: {authority}\r\n");
     }
     let map = headers

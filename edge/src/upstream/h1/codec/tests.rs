@@ -110,6 +110,26 @@ fn fields_as_received_go_out_in_their_order_and_spelling_without_framing() {
 }
 
 #[test]
+fn a_host_the_gateway_added_to_the_fields_is_the_only_one() {
+    let mut fields = RawHead::from_pairs(&[("Accept", "*/*")]);
+    fields.add(HOST, HeaderValue::from_static("api.example.org"));
+    let mut out = Vec::new();
+    encode_request(
+        &mut out,
+        &Method::GET,
+        "/",
+        &HeaderMap::new(),
+        Some(&fields),
+        "10.0.0.1:1".parse().unwrap(),
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "GET / HTTP/1.1\r\nhost: api.example.org\r\nAccept: */*\r\n\r\n"
+    );
+}
+
+#[test]
 fn head_with_content_length_leaves_the_body_in_the_buffer() {
     let (parsed, buf) = head(
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
