@@ -398,7 +398,9 @@ impl Proxy {
             ..RequestHead::from(parts)
         };
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
-        let window = (started, started + timeout);
+        // The tries start now: at the request's start unless its body was read first.
+        let now = if empty { started } else { Instant::now() };
+        let window = (now, started + timeout);
         let answer = attempt::run(cluster, head, body, window, over_limit.as_ref()).await;
         entry.upstream_duration = Some(started.elapsed());
         let upstream = |addr: SocketAddr| {

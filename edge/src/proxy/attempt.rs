@@ -260,13 +260,13 @@ async fn race(
 }
 
 /// Runs the tries of a request until an answer, the deadline or the end of retries; the
-/// request's time runs from `started` to `deadline`. `over_limit` is set by a streamed body
+/// tries start at `now` (the caller's clock reading). `over_limit` is set by a streamed body
 /// that went over the route's limit.
 pub(super) async fn run(
     cluster: &Arc<Cluster>,
     head: RequestHead,
     body: ReqBody,
-    (started, deadline): (Instant, Instant),
+    (mut now, deadline): (Instant, Instant),
     over_limit: Option<&Arc<AtomicBool>>,
 ) -> Answer {
     if let Some(not_after) = cluster.own_svid_expired() {
@@ -286,8 +286,6 @@ pub(super) async fn run(
     let mut retries = 0u32;
     let mut _room: Option<RetryRoom> = None;
     let mut last: Option<Answer> = None;
-    // The first try starts as the request did (microseconds ago): no clock read for it.
-    let mut now = started;
     loop {
         let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
