@@ -143,12 +143,13 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     } else {
         Version::HTTP_11
     };
-    let mut fields = Some(RawHead::new(head, kept));
-    if lists_fields {
-        if let Some(f) = fields.take() {
-            f.append_to(request.headers_mut());
-        }
-    }
+    let fields = RawHead::new(head, kept);
+    let fields = if lists_fields {
+        fields.append_to(request.headers_mut());
+        None
+    } else {
+        Some(fields)
+    };
     Parsed::Request(FastRequest {
         request,
         fields,

@@ -37,23 +37,35 @@ fn body_of(framing: Framing, wire: &[&[u8]]) -> Result<Vec<u8>, H1Error> {
     }
 }
 
+/// The request `encode_request` writes for these parts, as text.
+fn encoded(
+    method: Method,
+    target: &str,
+    headers: &HeaderMap,
+    fields: Option<&RawHead>,
+    authority: &str,
+    body: &[u8],
+) -> String {
+    let mut out = Vec::new();
+    let authority = authority.parse().unwrap();
+    encode_request(&mut out, &method, target, headers, fields, authority, body);
+    String::from_utf8(out).unwrap()
+}
+
 #[test]
 fn request_is_framed_with_its_length_and_gets_a_host() {
     let mut headers = HeaderMap::new();
     headers.insert("x-request-id", HeaderValue::from_static("abc"));
     headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
-    let mut out = Vec::new();
-    encode_request(
-        &mut out,
-        &Method::POST,
+    let text = encoded(
+        Method::POST,
         "/a?b=1",
         &headers,
         None,
-        "10.0.0.1:8443".parse().unwrap(),
+        "10.0.0.1:8443",
         b"hello",
     );
-    let text = String::from_utf8(out).unwrap();
     assert_eq!(
         text,
         "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:8443\r\nx-request-id: abc\r\ncontent-length: 5\r\n\r\nhello"
@@ -64,20 +76,8 @@ fn request_is_framed_with_its_length_and_gets_a_host() {
 fn get_without_body_has_no_length_and_keeps_its_host() {
     let mut headers = HeaderMap::new();
     headers.insert(HOST, HeaderValue::from_static("api.example.org"));
-    let mut out = Vec::new();
-    encode_request(
-        &mut out,
-        &Method::GET,
-        "",
-        &headers,
-        None,
-        "10.0.0.1:1".parse().unwrap(),
-        b"",
-    );
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "GET / HTTP/1.1\r\nhost: api.example.org\r\n\r\n"
-    );
+    let text = encoded(Method::GET, "", &headers, None, "10.0.0.1:1", b"");
+    assert_eq!(text, "GET / HTTP/1.1\r\nhost: api.example.org\r\n\r\n");
 }
 
 #[test]
@@ -91,18 +91,16 @@ fn fields_as_received_go_out_in_their_order_and_spelling_without_framing() {
         ("x-tag", "b"),
     ]);
     fields.add(X_REQUEST_ID, HeaderValue::from_static("abc"));
-    let mut out = Vec::new();
-    encode_request(
-        &mut out,
-        &Method::PUT,
+    let text = encoded(
+        Method::PUT,
         "/p",
         &HeaderMap::new(),
         Some(&fields),
-        "10.0.0.1:1".parse().unwrap(),
+        "10.0.0.1:1",
         b"hi",
     );
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        text,
         "PUT /p HTTP/1.1\r\nx-request-id: abc\r\nHost: api.example.org\r\nAccept: */*\r\n\
          X-Tag: a\r\nx-tag: b\r\ncontent-length: 2\r\n\r\nhi",
         "the gateway's first, one host (the client's), the gateway's framing"
@@ -113,18 +111,16 @@ fn fields_as_received_go_out_in_their_order_and_spelling_without_framing() {
 fn a_host_the_gateway_added_to_the_fields_is_the_only_one() {
     let mut fields = RawHead::from_pairs(&[("Accept", "*/*")]);
     fields.add(HOST, HeaderValue::from_static("api.example.org"));
-    let mut out = Vec::new();
-    encode_request(
-        &mut out,
-        &Method::GET,
+    let text = encoded(
+        Method::GET,
         "/",
         &HeaderMap::new(),
         Some(&fields),
-        "10.0.0.1:1".parse().unwrap(),
+        "10.0.0.1:1",
         b"",
     );
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        text,
         "GET / HTTP/1.1\r\nhost: api.example.org\r\nAccept: */*\r\n\r\n"
     );
 }
