@@ -81,15 +81,26 @@ fn lock(policy: &Mutex<ClusterPolicy>) -> MutexGuard<'_, ClusterPolicy> {
 
 /// An endpoint chosen for one try of a request. Hand it back to [`Cluster::report`]; a pick
 /// dropped unreported (a lost hedge, a client gone) counts as cancelled.
-#[derive(Debug)]
 pub struct Pick {
     state: Arc<EndpointState>,
-    policy: Arc<Mutex<ClusterPolicy>>,
-    cluster: Arc<str>,
+    /// The cluster's policy, name and in-flight gauge (one reference count for the three).
+    shared: Arc<Shared>,
     decision: Decision,
     started: Instant,
     reported: bool,
-    in_flight: Gauge,
+    /// Whether the cluster had another endpoint when this one was picked (a hedge needs one).
+    alternatives: bool,
+}
+
+impl std::fmt::Debug for Pick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pick")
+            .field("cluster", &self.shared.name)
+            .field("endpoint", &self.state.endpoint.address)
+            .field("decision", &self.decision)
+            .field("reported", &self.reported)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pick {
@@ -117,10 +128,12 @@ impl Pick {
         self.reported = true;
         let latency = now.saturating_duration_since(self.started);
         self.state.finish(outcome.is_5xx());
-        lock(&self.policy).report(now, EndpointId(self.address()), latency, outcome);
-        self.in_flight.decrement(1.0);
+        lock(&self.shared.policy).report(now, EndpointId(self.address()), latency, outcome);
+        if let Some(in_flight) = self.shared.in_flight.get() {
+            in_flight.decrement(1.0);
+        }
         if outcome.is_5xx() {
-            metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => self.cluster.to_string(), "reason" => outcome.label())
+            metrics::counter!(m::UPSTREAM_FAILURES_TOTAL, "cluster" => self.shared.name.to_string(), "reason" => outcome.label())
                 .increment(1);
         }
     }
@@ -129,7 +142,7 @@ impl Pick {
 impl Drop for Pick {
     fn drop(&mut self) {
         if !self.reported {
-            self.finish(Outcome::Cancelled, Instant::now());
+            self.finish(Outcome::Cancelled, crate::clock::now());
         }
     }
 }
@@ -306,7 +319,7 @@ impl Cluster {
         };
         // On the stack: a request tries a handful of endpoints at most.
         let exclude: SmallVec<[EndpointId; 4]> = exclude.iter().copied().map(EndpointId).collect();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let pick = lock(&self.shared.policy)
             .pick(now, &exclude, prefer_other_zone)
             .ok_or_else(no_endpoint)?;
@@ -324,22 +337,19 @@ impl Cluster {
             return Err(no_endpoint());
         };
         state.start();
-        let in_flight = self
-            .shared
+        self.shared
             .in_flight
             .get_or_init(|| {
                 metrics::gauge!(m::UPSTREAM_IN_FLIGHT, "cluster" => self.shared.name.to_string())
             })
-            .clone();
-        in_flight.increment(1.0);
+            .increment(1.0);
         Ok(Pick {
-            in_flight,
             state: state.clone(),
-            policy: self.shared.policy.clone(),
-            cluster: self.shared.name.clone(),
+            shared: self.shared.clone(),
             decision: pick.decision,
             started: now,
             reported: false,
+            alternatives: table.states.len() > 1,
         })
     }
 
@@ -362,19 +372,31 @@ impl Cluster {
         Ok(RetryRoom(self.shared.policy.clone(), true))
     }
 
-    /// When an unanswered idempotent try gets a hedge (from the recent p90); `None`: no
-    /// hedging (off, no latency samples yet, or a single endpoint: a hedge goes to another
-    /// endpoint, so no timer is armed where none could be sent).
-    pub fn hedge_delay(&self) -> Option<Duration> {
-        if self.shared.table.load().states.len() < 2 {
-            return None;
-        }
-        lock(&self.shared.policy).hedge_delay()
-    }
-
-    /// The timeout of the next try given the time the request has left.
-    pub fn per_try_timeout(&self, remaining: Duration) -> Duration {
-        lock(&self.shared.policy).per_try_timeout(Some(remaining))
+    /// The timing of the try of `pick`, with one look at the policy: its timeout (the
+    /// per-try timeout when `retryable`, a retry may follow; else the `remaining` time of
+    /// the request) and, when `hedgeable` (idempotent and replayable), the delay after
+    /// which an unanswered try gets a hedge (from the recent p90, shorter than the try's
+    /// timeout). No hedge when hedging is off, no latency is known yet, or the cluster had a
+    /// single endpoint at the pick: a hedge goes to another endpoint, so no timer is armed
+    /// where none could be sent.
+    pub fn try_timing(
+        &self,
+        pick: &Pick,
+        remaining: Duration,
+        retryable: bool,
+        hedgeable: bool,
+    ) -> (Duration, Option<Duration>) {
+        let policy = lock(&self.shared.policy);
+        let per_try = if retryable {
+            policy.per_try_timeout(Some(remaining))
+        } else {
+            remaining
+        };
+        let hedge = (hedgeable && pick.alternatives)
+            .then(|| policy.hedge_delay())
+            .flatten()
+            .filter(|d| *d < per_try);
+        (per_try, hedge)
     }
 
     /// Sends `req` to the picked endpoint within `budget` (none: the caller bounds it).

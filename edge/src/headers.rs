@@ -119,7 +119,7 @@ pub fn parse_traceparent(v: &[u8]) -> Option<(&str, &str)> {
 }
 
 /// Appends `bytes` random bytes as lowercase hex, drawing 8 bytes from `rng` at a time.
-fn push_random_hex(out: &mut Vec<u8>, rng: &mut impl Rng, bytes: usize) {
+fn push_random_hex(out: &mut Text, rng: &mut impl Rng, bytes: usize) {
     let mut left = bytes;
     while left > 0 {
         let take = left.min(8);
@@ -154,8 +154,8 @@ fn hex_word(word: u64) -> [u8; 16] {
     (v + BYTES_01 * u128::from(b'0') + letters * 0x27).to_be_bytes()
 }
 
-/// A header value being written: on the stack up to 64 bytes (then copied once, exactly).
-type Text = SmallVec<[u8; 64]>;
+/// A header value being written: on the stack up to 64 bytes.
+type Text = crate::raw_head::FieldText;
 
 /// Appends `ip` as text (IPv4 without the formatting machinery: it runs for every request).
 fn push_ip(out: &mut Text, ip: IpAddr) {
@@ -181,6 +181,11 @@ fn push_ip(out: &mut Text, ip: IpAddr) {
 /// A header value that takes `text` (hex, an address) over without copying it.
 fn owned_value(text: impl Into<Bytes>) -> HeaderValue {
     HeaderValue::from_maybe_shared(text.into()).expect("hex or an address is a valid value")
+}
+
+/// A header value copied from text the gateway made (hex, addresses, visible ASCII).
+fn text_value(text: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(text).expect("hex or addresses are a valid value")
 }
 
 /// Removes hop-by-hop headers: `connection` and the names it lists, `transfer-encoding`,
@@ -230,11 +235,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The fields the gateway sets on every request it forwards.
+/// The fields the gateway sets on every request it forwards (the request id is also the
+/// response's and the access log's; the others only travel with the request).
 struct Forwarding {
     request_id: HeaderValue,
-    forwarded_for: HeaderValue,
-    traceparent: HeaderValue,
+    forwarded_for: Text,
+    traceparent: Text,
 }
 
 impl Forwarding {
@@ -268,7 +274,7 @@ impl Forwarding {
             }
         }
         push_ip(&mut xff, client);
-        let mut tp = Vec::with_capacity(55);
+        let mut tp = Text::new();
         tp.extend_from_slice(b"00-");
         let flags = match traceparent.and_then(parse_traceparent) {
             Some((trace, flags)) => {
@@ -286,8 +292,8 @@ impl Forwarding {
         tp.extend_from_slice(flags.as_bytes());
         Self {
             request_id,
-            forwarded_for: owned_value(Bytes::copy_from_slice(&xff)),
-            traceparent: owned_value(tp),
+            forwarded_for: xff,
+            traceparent: tp,
         }
     }
 }
@@ -308,9 +314,9 @@ pub fn prepare_request(headers: &mut HeaderMap, client: IpAddr, rng: &mut impl R
         rng,
     );
     headers.insert(X_REQUEST_ID, set.request_id.clone());
-    headers.insert(X_FORWARDED_FOR, set.forwarded_for);
+    headers.insert(X_FORWARDED_FOR, text_value(&set.forwarded_for));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    headers.insert(TRACEPARENT, set.traceparent);
+    headers.insert(TRACEPARENT, text_value(&set.traceparent));
     set.request_id
 }
 
@@ -366,9 +372,9 @@ pub fn prepare_request_fields(
         !(is_hop_by_hop_field(name, value) || set_on_requests(name).is_some())
     });
     fields.add(X_REQUEST_ID, set.request_id.clone());
-    fields.add(X_FORWARDED_FOR, set.forwarded_for);
+    fields.add_text(X_FORWARDED_FOR, set.forwarded_for);
     fields.add(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    fields.add(TRACEPARENT, set.traceparent);
+    fields.add_text(TRACEPARENT, set.traceparent);
     set.request_id
 }
 

@@ -284,11 +284,10 @@ impl ClientCertResolver {
     }
 
     /// `Some(notAfter)` when the SVID presented now has expired (checked per request: the
-    /// clock in Unix seconds against the `notAfter` converted once, no calendar date built).
+    /// clock in Unix seconds against the `notAfter` converted once, no calendar date built;
+    /// the clock of the request path, see [`crate::clock`]).
     pub fn expired_now(&self) -> Option<OffsetDateTime> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = crate::clock::unix_seconds();
         let presented = self.0.load();
         presented
             .not_after

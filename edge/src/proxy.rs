@@ -192,7 +192,7 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let rt = self.runtime.load_full();
         let (mut parts, body) = req.into_parts();
         // The authority (HTTP/2, HTTP/3, absolute-form HTTP/1.1) or the Host header; a
@@ -399,10 +399,10 @@ impl Proxy {
         };
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
         // The tries start now: at the request's start unless its body was read first.
-        let now = if empty { started } else { Instant::now() };
+        let now = if empty { started } else { crate::clock::now() };
         let window = (now, started + timeout);
         let answer = attempt::run(cluster, head, body, window, over_limit.as_ref()).await;
-        entry.upstream_duration = Some(started.elapsed());
+        entry.upstream_duration = Some(crate::clock::now().saturating_duration_since(started));
         let upstream = |addr: SocketAddr| {
             if logging {
                 addr.to_string()
@@ -491,7 +491,9 @@ impl Proxy {
         parts.version = http::Version::default();
         entry.status = parts.status.as_u16();
         // The clock was read as the upstream's answer came, microseconds ago.
-        let elapsed = entry.upstream_duration.unwrap_or_else(|| started.elapsed());
+        let elapsed = entry
+            .upstream_duration
+            .unwrap_or_else(|| crate::clock::now().saturating_duration_since(started));
         self.count(&entry, elapsed);
         Response::from_parts(
             parts,
@@ -534,7 +536,10 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         entry.status = status.as_u16();
         entry.error = reason;
-        self.count(&entry, started.elapsed());
+        self.count(
+            &entry,
+            crate::clock::now().saturating_duration_since(started),
+        );
         let text = format!("{} {}\n", status.as_u16(), reason.replace('_', " "));
         let mut resp = Response::new(body::logged(
             http_body_util::Full::new(Bytes::from(text)),

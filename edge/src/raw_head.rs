@@ -44,7 +44,30 @@ pub struct RawHead(Box<Fields>);
 struct Fields {
     head: Bytes,
     fields: SmallVec<[Field; INLINE_FIELDS]>,
-    added: SmallVec<[(HeaderName, HeaderValue); INLINE_ADDED]>,
+    added: SmallVec<[(HeaderName, Added); INLINE_ADDED]>,
+}
+
+/// Field value text the gateway makes for one message, kept inline (no allocation up to
+/// its size: a `traceparent` is 55 bytes, an `x-forwarded-for` of one or two addresses
+/// less).
+pub type FieldText = SmallVec<[u8; 64]>;
+
+/// The value of a field the gateway adds.
+#[derive(Debug)]
+enum Added {
+    /// A value also used elsewhere (the request id goes on the response and in the log).
+    Shared(HeaderValue),
+    /// Text only this message carries, a valid field value by construction.
+    Text(FieldText),
+}
+
+impl Added {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Shared(v) => v.as_bytes(),
+            Self::Text(t) => t,
+        }
+    }
 }
 
 impl RawHead {
@@ -64,7 +87,15 @@ impl RawHead {
     /// Adds a field of the gateway's own, written before the received ones. The caller takes
     /// a field of the same name out of those ([`RawHead::retain`]) when it replaces it.
     pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        self.0.added.push((name, value));
+        self.0.added.push((name, Added::Shared(value)));
+    }
+
+    /// Adds a field like [`RawHead::add`] from text the gateway made, which must be a valid
+    /// field value (visible ASCII, spaces and tabs inside; a value that is not stays out of
+    /// any map made from these fields, with a log line).
+    pub fn add_text(&mut self, name: HeaderName, text: FieldText) {
+        debug_assert!(HeaderValue::from_bytes(&text).is_ok(), "{text:?}");
+        self.0.added.push((name, Added::Text(text)));
     }
 
     /// Each field's name and value, the gateway's first, then the received ones in order.
@@ -133,7 +164,18 @@ impl RawHead {
     pub fn append_to(&self, headers: &mut HeaderMap) {
         headers.reserve(self.len());
         for (name, value) in &self.0.added {
-            headers.append(name.clone(), value.clone());
+            let value = match value {
+                Added::Shared(v) => Ok(v.clone()),
+                Added::Text(t) => HeaderValue::from_bytes(t),
+            };
+            match value {
+                Ok(value) => {
+                    headers.append(name.clone(), value);
+                }
+                Err(_) => {
+                    tracing::warn!(field = %name, "added header field is not valid: left out")
+                }
+            }
         }
         for f in &self.0.fields {
             let name = names::header_name(self.span(f.name));

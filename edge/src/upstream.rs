@@ -504,7 +504,7 @@ pub struct TryBudget {
 impl TryBudget {
     /// When an exchange starting now must have its response head.
     fn exchange_ends(&self) -> Instant {
-        (Instant::now() + self.per_try).min(self.deadline)
+        (crate::clock::now() + self.per_try).min(self.deadline)
     }
 
     /// The request's deadline (what bounds a new connection besides the connect timeout).

@@ -254,7 +254,7 @@ fn hex_words_match_the_formatter() {
 fn random_hex_has_two_digits_per_byte() {
     let mut rng = StdRng::seed_from_u64(3);
     for bytes in [1, 7, 8, 9, 16] {
-        let mut out = Vec::new();
+        let mut out = Text::new();
         push_random_hex(&mut out, &mut rng, bytes);
         assert_eq!(out.len(), 2 * bytes);
         assert!(out

@@ -14,6 +14,7 @@ pub mod request;
 pub mod response;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -73,9 +74,17 @@ where
     // A head is due `header_read_timeout` after the connection starts waiting for it. The
     // timer is only moved when it fires before that: moving it for every request cost more
     // than the rest of the wait.
-    let mut head_due = Instant::now() + limits.header_read_timeout;
+    let mut head_due = crate::clock::now() + limits.header_read_timeout;
     let timer = tokio::time::sleep_until(head_due);
     tokio::pin!(timer);
+    // The drain: latched from a version check (an atomic load) per request, and woken by one
+    // wait registered for the whole connection (a wait per request took two locks).
+    let mut draining = *drain.borrow_and_update();
+    let mut notice = drain.clone();
+    let drained = async move {
+        let _ = notice.wait_for(|d| *d).await;
+    };
+    tokio::pin!(drained);
     let mut waiting = true;
     loop {
         let parsed = if buf.is_empty() {
@@ -87,10 +96,12 @@ where
             Parsed::Request(fast) => fast,
             Parsed::Partial => {
                 if !waiting {
-                    head_due = Instant::now() + limits.header_read_timeout;
+                    head_due = crate::clock::now() + limits.header_read_timeout;
                     waiting = true;
                 }
-                match read_more(io, &mut buf, timer.as_mut(), drain).await {
+                draining = draining || started_draining(drain);
+                let idle_drained = (buf.is_empty() && !draining).then_some(drained.as_mut());
+                match read_more(io, &mut buf, timer.as_mut(), draining, idle_drained).await {
                     Read::Data => continue,
                     Read::Expired if Instant::now() < head_due => {
                         timer.as_mut().reset(head_due);
@@ -124,7 +135,7 @@ where
         let asked = ResponseFor {
             head,
             http10,
-            keep_alive: fast.keep_alive && !*drain.borrow(),
+            keep_alive: fast.keep_alive && !(draining || started_draining(drain)),
         };
         let (parts, body) = response.into_parts();
         let (framing, keep_alive) = response::encode_head(
@@ -163,21 +174,38 @@ async fn close<S: AsyncWrite + Unpin>(io: &mut S) -> Ended {
     Ended::Closed
 }
 
-/// Reads more of a request head into `buf`, until `timer` fires; a drain closes the
-/// connection when no head has started.
+/// Whether the drain began since `drain` last looked (a closed channel counts: the gateway
+/// is gone). Only ever turns on: the latch is the caller's.
+fn started_draining(drain: &mut watch::Receiver<bool>) -> bool {
+    match drain.has_changed() {
+        Ok(false) => false,
+        Ok(true) => *drain.borrow_and_update(),
+        Err(_) => true,
+    }
+}
+
+/// Reads more of a request head into `buf`, until `timer` fires; with no head started, a
+/// drain that began (`draining`) or begins (`drained` resolves) closes the connection.
 async fn read_more<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
-    timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    drain: &mut watch::Receiver<bool>,
+    timer: Pin<&mut tokio::time::Sleep>,
+    draining: bool,
+    drained: Option<Pin<&mut impl Future<Output = ()>>>,
 ) -> Read {
-    if buf.is_empty() && *drain.borrow() {
+    if buf.is_empty() && draining {
         return Read::Drained;
     }
     if buf.capacity() - buf.len() < READ_BUF_BYTES / 2 {
         buf.reserve(READ_BUF_BYTES);
     }
-    let idle = buf.is_empty();
+    let idle = drained.is_some();
+    let drained = async {
+        match drained {
+            Some(d) => d.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         // Bytes first: the timer is not even polled when they are there.
         biased;
@@ -190,7 +218,7 @@ async fn read_more<S: AsyncRead + Unpin>(
             }
         },
         () = timer => Read::Expired,
-        _ = drain.wait_for(|d| *d), if idle => Read::Drained,
+        () = drained, if idle => Read::Drained,
     }
 }
 

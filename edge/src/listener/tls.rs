@@ -72,7 +72,8 @@ pub async fn serve(
         let span =
             tracing::info_span!("connection", client = %peer, protocol = tracing::field::Empty);
         let (acceptor, proxy, limits) = (acceptor.clone(), proxy.clone(), limits());
-        tokio::spawn(
+        // One clock reading per poll of the connection's task: see `crate::clock`.
+        tokio::spawn(crate::clock::PerPoll::new(
             async move {
                 let _permit = permit;
                 metrics::gauge!(m::CONNECTIONS_OPEN, "protocol" => "tcp").increment(1.0);
@@ -80,7 +81,7 @@ pub async fn serve(
                 metrics::gauge!(m::CONNECTIONS_OPEN, "protocol" => "tcp").decrement(1.0);
             }
             .instrument(span),
-        );
+        ));
     }
     drop(listener);
     tracing::info!("tls listener stopped accepting");

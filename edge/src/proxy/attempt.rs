@@ -158,7 +158,7 @@ async fn one(
     let result = Box::pin(cluster.send(&pick, req, Some(budget)))
         .instrument(span)
         .await;
-    let now = Instant::now();
+    let now = crate::clock::now();
     let r = match result {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -310,14 +310,9 @@ pub(super) async fn run(
         // Per-try timeouts only where a retry can follow: a request that cannot be replayed
         // or retried, and the last try, get the time the request has left.
         let last_try = retries >= cluster.config().resilience.retry.max_retries;
-        let per_try = if idempotent && replayable && !last_try {
-            cluster.per_try_timeout(remaining)
-        } else {
-            remaining
-        };
-        let hedge = cluster
-            .hedge_delay()
-            .filter(|d| idempotent && replayable && *d < per_try);
+        let retryable = idempotent && replayable;
+        let (per_try, hedge) =
+            cluster.try_timing(&pick, remaining, retryable && !last_try, retryable);
         let (result, addr) = race(
             cluster,
             pick,
@@ -371,7 +366,7 @@ pub(super) async fn run(
                 _room = Some(room);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(retry.backoff.min(left)).await;
-                now = Instant::now();
+                now = crate::clock::now();
             }
             Err(_) => return local,
         }

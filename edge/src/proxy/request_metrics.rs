@@ -39,22 +39,24 @@ impl RequestMetrics {
         protocol: &'static str,
         took: Duration,
     ) {
-        let handles = self.handles(route, cluster);
+        // The usual case: handles registered before, used under the read lock (no reference
+        // counts taken).
+        {
+            let by_route = self.by_route.read().expect("metrics cache lock");
+            if let Some(handles) = by_route.get(route).and_then(|c| c.get(cluster)) {
+                handles.duration.record(took.as_secs_f64());
+                if !handles.count_registered(status, protocol) {
+                    handles.register_count(status, protocol);
+                }
+                return;
+            }
+        }
+        let handles = self.register(route, cluster);
         handles.duration.record(took.as_secs_f64());
-        handles.count(status, protocol);
+        handles.register_count(status, protocol);
     }
 
-    fn handles(&self, route: &str, cluster: &str) -> Arc<RouteClusterMetrics> {
-        let found = self
-            .by_route
-            .read()
-            .expect("metrics cache lock")
-            .get(route)
-            .and_then(|clusters| clusters.get(cluster))
-            .cloned();
-        if let Some(handles) = found {
-            return handles;
-        }
+    fn register(&self, route: &str, cluster: &str) -> Arc<RouteClusterMetrics> {
         let mut by_route = self.by_route.write().expect("metrics cache lock");
         by_route
             .entry(route.to_owned())
@@ -77,27 +79,41 @@ impl RequestMetrics {
 }
 
 impl RouteClusterMetrics {
-    fn count(&self, status: u16, protocol: &'static str) {
-        let found = self
-            .requests
-            .read()
-            .expect("metrics cache lock")
+    /// Counts a request on the counter for `status` and `protocol` when it is registered.
+    fn count_registered(&self, status: u16, protocol: &'static str) -> bool {
+        let requests = self.requests.read().expect("metrics cache lock");
+        match requests
             .iter()
             .find(|(s, p, _)| *s == status && *p == protocol)
-            .map(|(_, _, c)| c.clone());
-        let counter = found.unwrap_or_else(|| {
-            let mut requests = self.requests.write().expect("metrics cache lock");
-            let counter = metrics::counter!(
-                m::REQUESTS_TOTAL,
-                "route" => self.route.clone(),
-                "cluster" => self.cluster.clone(),
-                "status" => status.to_string(),
-                "protocol" => protocol,
-            );
-            requests.push((status, protocol, counter.clone()));
-            counter
-        });
+        {
+            Some((_, _, counter)) => {
+                counter.increment(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers the counter for `status` and `protocol` (unless another request just did)
+    /// and counts a request on it.
+    fn register_count(&self, status: u16, protocol: &'static str) {
+        let mut requests = self.requests.write().expect("metrics cache lock");
+        if let Some((_, _, counter)) = requests
+            .iter()
+            .find(|(s, p, _)| *s == status && *p == protocol)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            m::REQUESTS_TOTAL,
+            "route" => self.route.clone(),
+            "cluster" => self.cluster.clone(),
+            "status" => status.to_string(),
+            "protocol" => protocol,
+        );
         counter.increment(1);
+        requests.push((status, protocol, counter));
     }
 }
 

@@ -40,6 +40,8 @@ pub(super) const BUFFERED_BODY_MAX_BYTES: u64 = 64 * 1024;
 
 /// Read buffer of a connection, and what is added when it runs low.
 const READ_CHUNK: usize = 4096;
+/// Largest request buffer an idle connection keeps.
+const KEPT_REQUEST_BUFFER_BYTES: usize = 4096;
 
 /// An mTLS connection speaking HTTP/1.1, with its read buffer.
 struct H1Conn {
@@ -47,6 +49,8 @@ struct H1Conn {
     /// pool on every request.
     io: Box<TlsStream<TcpStream>>,
     buf: BytesMut,
+    /// The request being sent, encoded (kept: a buffer per request cost an allocation).
+    out: Vec<u8>,
     /// The exchange timer, kept with the connection and moved only when it fires before the
     /// exchange in progress is due (a tokio timer reset on every request cost ~1k
     /// instructions); allocated on the first bounded exchange.
@@ -59,6 +63,7 @@ impl H1Conn {
         Self {
             io: Box::new(io),
             buf: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::new(),
             timer: None,
             _slot: slot,
         }
@@ -124,7 +129,7 @@ impl H1Pool {
     }
 
     fn checkout(&self, addr: SocketAddr) -> Option<H1Conn> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&addr)?;
         while let Some(mut c) = list.pop() {
@@ -135,16 +140,21 @@ impl H1Pool {
         None
     }
 
-    fn checkin(&self, addr: SocketAddr, conn: H1Conn) {
+    fn checkin(&self, addr: SocketAddr, mut conn: H1Conn) {
         if !conn.buf.is_empty() {
             return;
+        }
+        // An idle connection keeps a request buffer of the usual size, not one a large
+        // body grew.
+        if conn.out.capacity() > KEPT_REQUEST_BUFFER_BYTES {
+            conn.out = Vec::new();
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(addr).or_default();
         if list.len() < self.max_idle_per_endpoint {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: crate::clock::now(),
             });
         }
     }
@@ -182,16 +192,6 @@ pub(super) async fn send(
 ) -> Result<Response<H1Body>, UpstreamError> {
     let failed = |kind: FailureKind, source: BoxError| UpstreamError { addr, kind, source };
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut wire = Vec::with_capacity(512 + body.len());
-    codec::encode_request(
-        &mut wire,
-        &head.method,
-        target,
-        &head.headers,
-        head.fields.as_ref(),
-        addr,
-        body,
-    );
     let resend_allowed = crate::resilience::retry::is_idempotent(&head.method);
     let mut pooled_allowed = true;
     loop {
@@ -215,7 +215,17 @@ pub(super) async fn send(
                 H1Conn::new(io, slot)
             }
         };
-        match exchange_within(&mut conn, &wire, &head.method, budget, addr).await? {
+        conn.out.clear();
+        codec::encode_request(
+            &mut conn.out,
+            &head.method,
+            target,
+            &head.headers,
+            head.fields.as_ref(),
+            addr,
+            body,
+        );
+        match exchange_within(&mut conn, &head.method, budget, addr).await? {
             Ok(head) => return Ok(respond(conn, head, pool, addr)),
             Err(ExchangeError::NothingReceived(e)) if reused && resend_allowed => {
                 tracing::debug!(endpoint = %addr, error = %e, "pooled connection was closed by the upstream; resending on a new one");
@@ -236,13 +246,18 @@ pub(super) async fn send(
 /// one is due; otherwise it is left alone.
 async fn exchange_within(
     conn: &mut H1Conn,
-    wire: &[u8],
     method: &Method,
     budget: Option<TryBudget>,
     addr: SocketAddr,
 ) -> Result<Result<ResponseHead, ExchangeError>, UpstreamError> {
-    let H1Conn { io, buf, timer, .. } = conn;
-    let exchanged = exchange(io, buf, wire, method);
+    let H1Conn {
+        io,
+        buf,
+        out,
+        timer,
+        ..
+    } = conn;
+    let exchanged = exchange(io, buf, out, method);
     let Some(budget) = budget else {
         return Ok(exchanged.await);
     };
