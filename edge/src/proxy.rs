@@ -495,10 +495,7 @@ impl Proxy {
             .upstream_duration
             .unwrap_or_else(|| crate::clock::now().saturating_duration_since(started));
         self.count(&entry, elapsed);
-        Response::from_parts(
-            parts,
-            body::logged(body, entry, rt.access_log.clone(), started),
-        )
+        Response::from_parts(parts, body::logged(body, entry, &rt.access_log, started))
     }
 
     /// `503` from a circuit breaker, naming the limit in `x-meshedge-circuit-open`.
@@ -544,7 +541,7 @@ impl Proxy {
         let mut resp = Response::new(body::logged(
             http_body_util::Full::new(Bytes::from(text)),
             entry,
-            rt.access_log.clone(),
+            &rt.access_log,
             started,
         ));
         *resp.status_mut() = status;

@@ -25,7 +25,7 @@ pub fn full(text: impl Into<Bytes>) -> ProxyBody {
 }
 
 /// Wraps `inner`, logging `entry` when it ends (`inner` as it is when the log is off).
-pub fn logged<B>(inner: B, entry: AccessEntry, log: Arc<AccessLog>, started: Instant) -> ProxyBody
+pub fn logged<B>(inner: B, entry: AccessEntry, log: &Arc<AccessLog>, started: Instant) -> ProxyBody
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -35,7 +35,7 @@ where
     }
     LoggedBody {
         inner,
-        pending: Some((entry, log, started)),
+        pending: Some((entry, log.clone(), started)),
     }
     .boxed_unsync()
 }
