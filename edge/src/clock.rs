@@ -46,6 +46,11 @@ pub fn now() -> Instant {
     })
 }
 
+/// The time since `earlier` by [`now`] (zero if `earlier` is later).
+pub fn since(earlier: Instant) -> std::time::Duration {
+    now().saturating_duration_since(earlier)
+}
+
 /// Seconds since the Unix epoch by the system clock (0 before it), read once per poll
 /// inside a [`PerPoll`] like [`now`].
 pub fn unix_seconds() -> i64 {

@@ -398,11 +398,12 @@ impl Proxy {
             ..RequestHead::from(parts)
         };
         let timeout = route.timeout.unwrap_or_else(|| cluster.request_timeout());
-        // The tries start now: at the request's start unless its body was read first.
-        let now = if empty { started } else { crate::clock::now() };
+        // The tries start now: the poll's clock reading, the request's start unless its body
+        // was read first.
+        let now = crate::clock::now();
         let window = (now, started + timeout);
         let answer = attempt::run(cluster, head, body, window, over_limit.as_ref()).await;
-        entry.upstream_duration = Some(crate::clock::now().saturating_duration_since(started));
+        entry.upstream_duration = Some(crate::clock::since(started));
         let upstream = |addr: SocketAddr| {
             if logging {
                 addr.to_string()
@@ -493,7 +494,7 @@ impl Proxy {
         // The clock was read as the upstream's answer came, microseconds ago.
         let elapsed = entry
             .upstream_duration
-            .unwrap_or_else(|| crate::clock::now().saturating_duration_since(started));
+            .unwrap_or_else(|| crate::clock::since(started));
         self.count(&entry, elapsed);
         Response::from_parts(parts, body::logged(body, entry, &rt.access_log, started))
     }
@@ -533,10 +534,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         entry.status = status.as_u16();
         entry.error = reason;
-        self.count(
-            &entry,
-            crate::clock::now().saturating_duration_since(started),
-        );
+        self.count(&entry, crate::clock::since(started));
         let text = format!("{} {}\n", status.as_u16(), reason.replace('_', " "));
         let mut resp = Response::new(body::logged(
             http_body_util::Full::new(Bytes::from(text)),

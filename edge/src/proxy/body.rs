@@ -48,7 +48,7 @@ struct LoggedBody<B> {
 impl<B> LoggedBody<B> {
     fn finish(&mut self) {
         if let Some((mut entry, log, started)) = self.pending.take() {
-            entry.duration = crate::clock::now().saturating_duration_since(started);
+            entry.duration = crate::clock::since(started);
             log.write(&entry);
         }
     }
