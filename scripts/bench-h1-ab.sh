@@ -14,46 +14,15 @@ shift
 [ $# -gt 0 ] || { echo "usage: $0 ROUNDS MESHEDGE_BIN..." >&2; exit 2; }
 bench=$(realpath ../shared/bench)
 [ -d "$bench/pki" ] || "$bench/setup.sh"
-pki=$bench/pki
-port=8470
 work=$(mktemp -d /tmp/meshedge-ab.XXXXXX)
-pids=()
-cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-render() { # template port -> stdout
-  sed -e "s|@RUN@|$run|g" -e "s|@PKI@|$pki|g" -e "s|@PORT@|$2|g" -e "s|@UPSTREAM_PORT@|9443|g" \
-    -e "s|@UPSTREAM_DIAG_PORT@|9444|g" "$bench/conf/$1"
-}
+port=8470
+source scripts/lib/bench-proxy.sh
 
 # Prints "user SYS total" µs per request of one proxy (nginx, or the meshedge binary $2).
 measure() {
-  local proxy=$1 bin=${2:-} up gw u0 s0 u1 s1 rps
-  run=$work/$proxy-$RANDOM
-  mkdir -p "$run/upstream" "$run/tmp-up" "$run/p" "$run/tmp-nginx"
-  render upstream-nginx.conf.in "" >"$run/upstream/nginx.conf"
-  taskset -c 0 nginx -e "$run/up-err.log" -p "$run/upstream" -c "$run/upstream/nginx.conf" \
-    >/dev/null 2>&1 &
-  up=$!
-  pids+=("$up")
-  if [[ $proxy == nginx ]]; then
-    render nginx.conf.in $port | sed 's/^master_process on;/master_process off;/' >"$run/p/nginx.conf"
-    taskset -c 1 nginx -e "$run/p/err.log" -p "$run/p" -c "$run/p/nginx.conf" >"$run/gw.log" 2>&1 &
-  else
-    BENCH_LISTEN=127.0.0.1:$port BENCH_CERT=$pki/edge.crt BENCH_KEY=$pki/edge.key \
-      BENCH_CLIENT_CERT=$pki/proxy-client.crt BENCH_CLIENT_KEY=$pki/proxy-client.key \
-      BENCH_CA=$pki/ca.crt BENCH_UPSTREAM=127.0.0.1:9443 BENCH_UPSTREAM_SNI=upstream.test \
-      BENCH_RUN_DIR=$run/p BENCH_WORKERS=1 MESHEDGE_BIN=$bin \
-      taskset -c 1 bash <(sed -e 's|http3 = true|http3 = false|' deploy/bench/meshedge-plugin.sh) \
-      >"$run/gw.log" 2>&1 &
-  fi
-  gw=$!
-  pids+=("$gw")
-  for _ in $(seq 1 300); do
-    curl -sf -o /dev/null --cacert "$pki/ca.crt" --resolve "edge.test:$port:127.0.0.1" \
-      "https://edge.test:$port/" && break
-    sleep 0.2
-  done
+  local proxy=$1 bin=${2:-} u0 s0 u1 s1 rps
+  bench_start_upstream "$work/$proxy-$RANDOM" taskset -c 0
+  bench_start_proxy "$proxy" "$bin" "$port" taskset -c 1
   ticks() { sed 's/.*) //' "/proc/$gw/stat" | awk '{print $12, $13}'; }
   BENCH_ADDR=127.0.0.1 taskset -c 0 wrk -s "$bench/lib/sni.lua" -t2 -c64 -d14s \
     "https://edge.test:$port/" >"$run/wrk.txt" 2>&1 &

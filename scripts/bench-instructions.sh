@@ -25,47 +25,18 @@ else
   cargo build --release -q --bin meshedge -p meshedge
   bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/meshedge")
 fi
-pki=$bench/pki
 work=$(mktemp -d /tmp/meshedge-instr.XXXXXX)
-pids=()
-cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-render() { # template port -> stdout
-  sed -e "s|@RUN@|$run|g" -e "s|@PKI@|$pki|g" -e "s|@PORT@|$2|g" -e "s|@UPSTREAM_PORT@|9443|g" \
-    -e "s|@UPSTREAM_DIAG_PORT@|9444|g" "$bench/conf/$1"
-}
+source scripts/lib/bench-proxy.sh
+echo "work: $work" >&2
 
 # Prints the callgrind instruction total of PROXY (meshedge|nginx) for REQUESTS requests
 # (with --syscalls: the system-call total, by name in $run/syscalls.txt).
 instructions() {
-  local proxy=$1 requests=$2 port=8470 up gw
-  run=$work/$proxy-$requests
-  mkdir -p "$run/upstream" "$run/tmp-up" "$run/p" "$run/tmp-nginx"
-  render upstream-nginx.conf.in "" >"$run/upstream/nginx.conf"
-  nginx -e "$run/up-err.log" -p "$run/upstream" -c "$run/upstream/nginx.conf" >/dev/null 2>&1 &
-  up=$!
-  pids+=("$up")
+  local proxy=$1 requests=$2 port=8470
+  bench_start_upstream "$work/$proxy-$requests"
   local grind=(valgrind --tool=callgrind "--callgrind-out-file=$run/callgrind.out")
   ((syscalls)) && grind=(strace -f -c -o "$run/strace.out")
-  if [[ $proxy == nginx ]]; then
-    render nginx.conf.in $port | sed 's/^master_process on;/master_process off;/' >"$run/p/nginx.conf"
-    "${grind[@]}" nginx -e "$run/p/err.log" -p "$run/p" -c "$run/p/nginx.conf" >"$run/gw.log" 2>&1 &
-  else
-    BENCH_LISTEN=127.0.0.1:$port BENCH_CERT=$pki/edge.crt BENCH_KEY=$pki/edge.key \
-      BENCH_CLIENT_CERT=$pki/proxy-client.crt BENCH_CLIENT_KEY=$pki/proxy-client.key \
-      BENCH_CA=$pki/ca.crt BENCH_UPSTREAM=127.0.0.1:9443 BENCH_UPSTREAM_SNI=upstream.test \
-      BENCH_RUN_DIR=$run/p BENCH_WORKERS=1 MESHEDGE_BIN=$bin \
-      bash <(sed -e 's|^exec "$bin"|exec '"${grind[*]}"' "$bin"|' -e 's|http3 = true|http3 = false|' \
-        deploy/bench/meshedge-plugin.sh) >"$run/gw.log" 2>&1 &
-  fi
-  gw=$!
-  pids+=("$gw")
-  for _ in $(seq 1 300); do
-    curl -sf -o /dev/null --cacert "$pki/ca.crt" --resolve "edge.test:$port:127.0.0.1" \
-      "https://edge.test:$port/" && break
-    sleep 0.2
-  done
+  bench_start_proxy "$proxy" "$bin" "$port" "${grind[@]}"
   timeout 600 h2load --h1 -n "$requests" -c 16 "--connect-to=127.0.0.1:$port" \
     "https://edge.test:$port/" >"$run/h2load.txt" 2>&1
   grep -q "^requests: $requests total.* $requests succeeded" "$run/h2load.txt" ||

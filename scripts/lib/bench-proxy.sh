@@ -1,0 +1,57 @@
+# Sourced by scripts/bench-instructions.sh and scripts/bench-h1-ab.sh: one proxy (nginx or
+# meshedge through deploy/bench/meshedge-plugin.sh, HTTP/3 off) in front of the shared
+# bench's nginx upstream (../shared/bench: TLS in, mTLS keep-alive out, upstream on 9443).
+# The caller sets `bench` (the shared bench's path) and `work` (a scratch directory) and
+# runs from the project root; every process started here is in `pids`, killed on exit.
+pki=$bench/pki
+pids=()
+bench_cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap bench_cleanup EXIT
+
+# Fills one of the bench's config templates for the run directory `run`: TEMPLATE PORT.
+bench_render() {
+  sed -e "s|@RUN@|$run|g" -e "s|@PKI@|$pki|g" -e "s|@PORT@|$2|g" -e "s|@UPSTREAM_PORT@|9443|g" \
+    -e "s|@UPSTREAM_DIAG_PORT@|9444|g" "$bench/conf/$1"
+}
+
+# Starts the upstream of run directory RUN, the command prefixed by PREFIX... (e.g.
+# `taskset -c 0`); sets `up` to its PID.
+bench_start_upstream() {
+  run=$1
+  shift
+  mkdir -p "$run/upstream" "$run/tmp-up" "$run/p" "$run/tmp-nginx"
+  bench_render upstream-nginx.conf.in "" >"$run/upstream/nginx.conf"
+  "$@" nginx -e "$run/up-err.log" -p "$run/upstream" -c "$run/upstream/nginx.conf" \
+    >/dev/null 2>&1 &
+  up=$!
+  pids+=("$up")
+}
+
+# Starts PROXY (nginx, or meshedge from the binary BIN) on PORT for the current `run`, its
+# binary prefixed by PREFIX... (a profiler, `taskset`); sets `gw` to the PID started (the
+# prefix's, when it forks the proxy), then waits until the proxy answers.
+bench_start_proxy() {
+  local proxy=$1 bin=$2 port=$3
+  shift 3
+  if [[ $proxy == nginx ]]; then
+    bench_render nginx.conf.in "$port" | sed 's/^master_process on;/master_process off;/' \
+      >"$run/p/nginx.conf"
+    "$@" nginx -e "$run/p/err.log" -p "$run/p" -c "$run/p/nginx.conf" >"$run/gw.log" 2>&1 &
+  else
+    BENCH_LISTEN=127.0.0.1:$port BENCH_CERT=$pki/edge.crt BENCH_KEY=$pki/edge.key \
+      BENCH_CLIENT_CERT=$pki/proxy-client.crt BENCH_CLIENT_KEY=$pki/proxy-client.key \
+      BENCH_CA=$pki/ca.crt BENCH_UPSTREAM=127.0.0.1:9443 BENCH_UPSTREAM_SNI=upstream.test \
+      BENCH_RUN_DIR=$run/p BENCH_WORKERS=1 MESHEDGE_BIN=$bin \
+      bash <(sed -e 's|^exec "$bin"|exec '"$*"' "$bin"|' -e 's|http3 = true|http3 = false|' \
+        deploy/bench/meshedge-plugin.sh) >"$run/gw.log" 2>&1 &
+  fi
+  gw=$!
+  pids+=("$gw")
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null --cacert "$pki/ca.crt" --resolve "edge.test:$port:127.0.0.1" \
+      "https://edge.test:$port/" && return 0
+    sleep 0.2
+  done
+  echo "$proxy did not answer on port $port (log: $run/gw.log)" >&2
+  return 1
+}
