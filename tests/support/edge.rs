@@ -150,12 +150,31 @@ impl Pki {
 #[derive(Default)]
 pub struct UpstreamStats {
     pub requests: AtomicU64,
+    /// Connections accepted, ever.
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
     pub last: Mutex<Option<serde_json::Value>>,
     /// Leaf certificates the gateway presented, one per connection.
     pub client_certs: Mutex<Vec<Vec<u8>>>,
     /// (connection number, path) of every request.
     pub requests_by_conn: Mutex<Vec<(u64, String)>>,
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<UpstreamStats>);
+
+impl OpenConnection {
+    fn new(stats: Arc<UpstreamStats>) -> Self {
+        stats.open.fetch_add(1, Ordering::SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A tiny HTTPS upstream requiring client certificates that chain to the bundle; answers
@@ -190,6 +209,7 @@ impl Upstream {
                         return;
                     };
                     let conn_no = st.connections.fetch_add(1, Ordering::SeqCst);
+                    let _open = OpenConnection::new(st.clone());
                     if let Some(c) = tls.get_ref().1.peer_certificates() {
                         st.client_certs.lock().unwrap().push(c[0].to_vec());
                     }
