@@ -6,7 +6,8 @@ pub mod workload;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
@@ -220,15 +221,26 @@ impl Identity {
 
 /// `ResolvesClientCert` presenting the current SVID; swapped on rotation. It also knows
 /// when that SVID expires, so that nothing is sent upstream with an expired one.
+///
+/// The two things every request reads, the generation and the expiry in Unix seconds, are
+/// plain atomics next to the swapped SVID: an atomic load each instead of an arc-swap load
+/// (a debt-slot write and a fence) each.
 #[derive(Debug)]
-pub struct ClientCertResolver(ArcSwap<PresentedSvid>);
+pub struct ClientCertResolver {
+    presented: ArcSwap<PresentedSvid>,
+    /// The presented SVID's generation, stored after it is swapped in: whoever sees a new
+    /// generation and connects presents that SVID or a newer one.
+    generation: AtomicU64,
+    /// The presented SVID's `notAfter` in Unix seconds (`i64::MAX` when unknown).
+    not_after_unix: AtomicI64,
+    /// Serialises swaps, so that the atomics follow the swapped SVID in order.
+    swapping: Mutex<()>,
+}
 
 #[derive(Debug)]
 struct PresentedSvid {
     key: Arc<CertifiedKey>,
     not_after: Option<OffsetDateTime>,
-    /// `not_after` in Unix seconds, for the per-request check (`i64::MAX` when unknown).
-    not_after_unix: i64,
     generation: u64,
 }
 
@@ -238,44 +250,57 @@ impl PresentedSvid {
         Self {
             key,
             not_after,
-            not_after_unix: not_after.map_or(i64::MAX, OffsetDateTime::unix_timestamp),
             generation,
         }
+    }
+
+    fn not_after_unix(&self) -> i64 {
+        self.not_after
+            .map_or(i64::MAX, OffsetDateTime::unix_timestamp)
     }
 }
 
 impl ClientCertResolver {
     /// A resolver presenting `svid`.
     pub fn new(svid: Arc<CertifiedKey>) -> Arc<Self> {
-        Arc::new(Self(ArcSwap::from_pointee(PresentedSvid::new(svid, 0))))
+        let presented = PresentedSvid::new(svid, 0);
+        Arc::new(Self {
+            not_after_unix: AtomicI64::new(presented.not_after_unix()),
+            generation: AtomicU64::new(0),
+            presented: ArcSwap::from_pointee(presented),
+            swapping: Mutex::default(),
+        })
     }
 
     /// Replaces the SVID; new upstream connections present it. The same certificate again
     /// (a config reload that did not touch the identity files) changes nothing, so pools
     /// and sessions survive it.
     pub fn swap(&self, svid: Arc<CertifiedKey>) {
-        self.0.rcu(|old| {
-            if old.key.cert == svid.cert {
-                old.clone()
-            } else {
-                Arc::new(PresentedSvid::new(svid.clone(), old.generation + 1))
-            }
-        });
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.presented.load_full();
+        if old.key.cert == svid.cert {
+            return;
+        }
+        let new = PresentedSvid::new(svid, old.generation + 1);
+        let (generation, not_after_unix) = (new.generation, new.not_after_unix());
+        self.presented.store(Arc::new(new));
+        self.not_after_unix.store(not_after_unix, Ordering::Release);
+        self.generation.store(generation, Ordering::Release);
     }
 
     /// Counts swaps: connections made under an older generation present an older SVID.
     pub fn generation(&self) -> u64 {
-        self.0.load().generation
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The SVID presented now.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.0.load().key.clone()
+        self.presented.load().key.clone()
     }
 
     /// The `notAfter` of the SVID presented now (`None` if its leaf cannot be parsed).
     pub fn not_after(&self) -> Option<OffsetDateTime> {
-        self.0.load().not_after
+        self.presented.load().not_after
     }
 
     /// `Some(notAfter)` when the SVID presented now has expired at `now`.
@@ -288,10 +313,10 @@ impl ClientCertResolver {
     /// the clock of the request path, see [`crate::clock`]).
     pub fn expired_now(&self) -> Option<OffsetDateTime> {
         let now = crate::clock::unix_seconds();
-        let presented = self.0.load();
-        presented
-            .not_after
-            .filter(|_| presented.not_after_unix <= now)
+        if self.not_after_unix.load(Ordering::Acquire) > now {
+            return None;
+        }
+        self.not_after().filter(|t| t.unix_timestamp() <= now)
     }
 }
 
@@ -403,5 +428,32 @@ mod tests {
         let after = resolver.not_after().unwrap() + time::Duration::seconds(1);
         assert_eq!(resolver.expired_at(after), resolver.not_after());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A certificate valid until `not_after`.
+    fn key_valid_until(not_after: OffsetDateTime) -> Arc<CertifiedKey> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["svid.test".to_owned()]).unwrap();
+        params.not_before = OffsetDateTime::UNIX_EPOCH;
+        params.not_after = not_after;
+        let cert = params.self_signed(&key).unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+        Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer))
+    }
+
+    #[test]
+    fn the_expiry_checked_per_request_follows_the_swapped_svid() {
+        let past = OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
+        let future = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let resolver = ClientCertResolver::new(key_valid_until(past));
+        assert_eq!(resolver.expired_now(), Some(past));
+        resolver.swap(key_valid_until(future));
+        assert_eq!((resolver.generation(), resolver.expired_now()), (1, None));
+        resolver.swap(key_valid_until(past));
+        assert_eq!(
+            (resolver.generation(), resolver.expired_now()),
+            (2, Some(past))
+        );
     }
 }

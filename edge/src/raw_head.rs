@@ -70,16 +70,34 @@ impl Added {
     }
 }
 
-impl RawHead {
-    /// The fields at `fields` in `head`.
-    pub(crate) fn new(head: Bytes, fields: SmallVec<[Field; INLINE_FIELDS]>) -> Self {
+/// A [`RawHead`] being parsed: the field list is filled in its box, where it stays (built
+/// on the stack and moved into the box, it cost two moves of its few hundred bytes per
+/// message).
+pub(crate) struct RawHeadBuilder(Box<Fields>);
+
+impl RawHeadBuilder {
+    /// No fields yet.
+    pub(crate) fn new() -> Self {
         Self(Box::new(Fields {
-            head,
-            fields,
+            head: Bytes::new(),
+            fields: SmallVec::new(),
             added: SmallVec::new(),
         }))
     }
 
+    /// Notes the field at `field` in the head to come.
+    pub(crate) fn push(&mut self, field: Field) {
+        self.0.fields.push(field);
+    }
+
+    /// The fields, in `head`, whose offsets they are.
+    pub(crate) fn finish(mut self, head: Bytes) -> RawHead {
+        self.0.head = head;
+        RawHead(self.0)
+    }
+}
+
+impl RawHead {
     fn span(&self, [start, end]: [u32; 2]) -> &[u8] {
         &self.0.head[start as usize..end as usize]
     }
@@ -198,7 +216,7 @@ impl RawHead {
     /// A head with the fields of `pairs`, laid out as on the wire (`name: value\r\n`).
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let mut text = String::from("HTTP/1.1 200 OK\r\n");
-        let mut fields = SmallVec::new();
+        let mut fields = RawHeadBuilder::new();
         for (name, value) in pairs {
             let at = |s: usize, len: usize| [s as u32, (s + len) as u32];
             let name_at = at(text.len(), name.len());
@@ -210,7 +228,7 @@ impl RawHead {
             fields.push(Field::new(name_at, value_at));
         }
         text.push_str("\r\n");
-        Self::new(Bytes::from(text), fields)
+        fields.finish(Bytes::from(text))
     }
 }
 

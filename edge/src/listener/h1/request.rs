@@ -8,10 +8,9 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, StatusCode, Uri, Version};
-use smallvec::SmallVec;
 
 use crate::headers::ConnectionOptions;
-use crate::raw_head::{Field, RawHead};
+use crate::raw_head::{Field, RawHead, RawHeadBuilder};
 
 /// Most header lines in a request head (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;
@@ -96,7 +95,7 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let mut connection = ConnectionOptions::default();
     let mut lists_fields = false;
     // Where the kept fields' names and values are in the head.
-    let mut kept = SmallVec::new();
+    let mut kept = RawHeadBuilder::new();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -143,7 +142,7 @@ pub fn parse(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     } else {
         Version::HTTP_11
     };
-    let fields = RawHead::new(head, kept);
+    let fields = kept.finish(head);
     let fields = if lists_fields {
         fields.append_to(request.headers_mut());
         None

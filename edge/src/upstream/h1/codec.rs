@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::HOST;
 use http::{HeaderMap, Method, StatusCode};
-use smallvec::SmallVec;
 
 use crate::headers::ConnectionOptions;
-use crate::raw_head::{Field, RawHead};
+use crate::raw_head::{Field, RawHead, RawHeadBuilder};
 
 /// Most header lines accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -164,7 +163,7 @@ pub(super) fn parse_head(
             let start = s.as_ptr() as usize - base;
             [start as u32, (start + s.len()) as u32]
         };
-        let mut kept = SmallVec::new();
+        let mut kept = RawHeadBuilder::new();
         for h in parsed.headers.iter() {
             // `connection: keep-alive|close` and `keep-alive` concern this connection only:
             // read here and left out (the proxy would strip them); a `connection` header
@@ -183,7 +182,7 @@ pub(super) fn parse_head(
         let keep_alive = framing != Framing::UntilClose && connection.keeps_alive(http10);
         return Ok(Some(ResponseHead {
             status,
-            fields: RawHead::new(head, kept),
+            fields: kept.finish(head),
             framing,
             keep_alive,
         }));
