@@ -5,7 +5,8 @@
 # deploy/bench/meshedge-plugin.sh (HTTP/3 off). Per proxy and round: the proxy's user and
 # system CPU time (/proc/PID/stat, utime and stime) over an 8 s window of a 14 s run,
 # divided by the requests wrk counted in it. Rounds interleave the proxies, so a host that
-# slows down slows every proxy of a round alike: compare within a round.
+# slows down slows every proxy of a round alike: compare within a round. At the end, the
+# medians over the rounds, with the user, system and total ratios to nginx's.
 # Usage: scripts/bench-h1-ab.sh ROUNDS MESHEDGE_BIN...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +50,23 @@ for r in $(seq 1 "$rounds"); do
     printf "%-6s %-28s %8s %8s %8s %8.2f\n" "$r" "$(basename "$bin")" "$mu" "$ms" "$mt" \
       "$(awk -v a="$mt" -v b="$nt" 'BEGIN {print a / b}')"
   done
-done
+done | tee "$work/rounds.txt"
+
+# Medians over the rounds: each proxy's user, system and total µs per request, and the
+# medians of its per-round ratios to nginx's (user, system, total): the kernel's part, the
+# same TCP work for every proxy, is what the user-space part has to make up for.
+echo
+printf "%-28s %8s %8s %8s %8s %8s %8s\n" "median of $rounds rounds" user sys total \
+  "user/n" "sys/n" "total/n"
+awk 'function median(list,   a, n, i, j, v) {
+       n = split(list, a, " ")
+       for (i = 2; i <= n; i++) { v = a[i] + 0; for (j = i - 1; j > 0 && a[j] + 0 > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+     $1 ~ /^[0-9]+$/ && $2 == "nginx" { nu = $3; ns = $4; nt = $5 }
+     $1 ~ /^[0-9]+$/ {
+       if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 }
+       u[$2] = u[$2] " " $3; s[$2] = s[$2] " " $4; t[$2] = t[$2] " " $5
+       ru[$2] = ru[$2] " " $3 / nu; rs[$2] = rs[$2] " " $4 / ns; rt[$2] = rt[$2] " " $5 / nt }
+     END { for (i = 1; i <= k; i++) { p = order[i]
+       printf "%-28s %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", p, median(u[p]), median(s[p]),
+         median(t[p]), median(ru[p]), median(rs[p]), median(rt[p]) } }' "$work/rounds.txt"
