@@ -1,5 +1,6 @@
-# Sourced by scripts/bench-instructions.sh and scripts/bench-h1-ab.sh: one proxy (nginx or
-# meshedge through deploy/bench/meshedge-plugin.sh, HTTP/3 off) in front of the shared
+# Sourced by scripts/bench-instructions.sh, scripts/bench-h1-ab.sh and
+# scripts/bench-h1-latency.sh: one proxy (nginx, HAProxy, or meshedge through
+# deploy/bench/meshedge-plugin.sh, HTTP/3 off) in front of the shared
 # bench's nginx upstream (../shared/bench: TLS in, mTLS keep-alive out, upstream on 9443).
 # The caller sets `bench` (the shared bench's path) and `work` (a scratch directory) and
 # runs from the project root; every process started here is in `pids`, killed on exit.
@@ -27,7 +28,7 @@ bench_start_upstream() {
   pids+=("$up")
 }
 
-# Starts PROXY (nginx, or meshedge from the binary BIN) on PORT for the current `run`, its
+# Starts PROXY (nginx, haproxy, or meshedge from the binary BIN) on PORT for the current `run`, its
 # binary prefixed by PREFIX... (a profiler, `taskset`); sets `gw` to the PID started (the
 # prefix's, when it forks the proxy), then waits until the proxy answers.
 bench_start_proxy() {
@@ -37,6 +38,10 @@ bench_start_proxy() {
     bench_render nginx.conf.in "$port" | sed 's/^master_process on;/master_process off;/' \
       >"$run/p/nginx.conf"
     "$@" nginx -e "$run/p/err.log" -p "$run/p" -c "$run/p/nginx.conf" >"$run/gw.log" 2>&1 &
+  elif [[ $proxy == haproxy ]]; then
+    bench_render haproxy.cfg.in "$port" >"$run/p/haproxy.cfg"
+    "$@" "$(command -v haproxy || echo /usr/sbin/haproxy)" -db -f "$run/p/haproxy.cfg" \
+      >"$run/gw.log" 2>&1 &
   else
     BENCH_LISTEN=127.0.0.1:$port BENCH_CERT=$pki/edge.crt BENCH_KEY=$pki/edge.key \
       BENCH_CLIENT_CERT=$pki/proxy-client.crt BENCH_CLIENT_KEY=$pki/proxy-client.key \
