@@ -13,8 +13,6 @@ cd "$(dirname "$0")/.."
 rounds=${1:?rounds}
 shift
 [ $# -gt 0 ] || { echo "usage: $0 ROUNDS MESHEDGE_BIN..." >&2; exit 2; }
-bench=$(realpath ../shared/bench)
-[ -d "$bench/pki" ] || "$bench/setup.sh"
 work=$(mktemp -d /tmp/meshedge-ab.XXXXXX)
 port=8470
 source scripts/lib/bench-proxy.sh

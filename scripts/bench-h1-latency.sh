@@ -17,8 +17,6 @@ duration=20
 if [[ ${1:-} != -- ]]; then duration=$1; shift; fi
 [[ ${1:-} == -- ]] && shift
 [ $# -gt 0 ] || { echo "usage: $0 RATE ROUNDS [DURATION] -- MESHEDGE_BIN..." >&2; exit 2; }
-bench=$(realpath ../shared/bench)
-[ -d "$bench/pki" ] || "$bench/setup.sh"
 work=$(mktemp -d /tmp/meshedge-latency.XXXXXX)
 port=8471
 source scripts/lib/bench-proxy.sh

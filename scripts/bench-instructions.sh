@@ -16,9 +16,7 @@ cd "$(dirname "$0")/.."
 syscalls=0
 if [[ ${1:-} == --syscalls ]]; then syscalls=1; shift; fi
 n=${1:-1000}
-bench=$(realpath ../shared/bench)
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
-[ -d "$bench/pki" ] || "$bench/setup.sh"
 if [ -n "${MESHEDGE_BIN:-}" ]; then
   bin=$(realpath "$MESHEDGE_BIN")
 else

@@ -2,8 +2,11 @@
 # scripts/bench-h1-latency.sh: one proxy (nginx, HAProxy, or meshedge through
 # deploy/bench/meshedge-plugin.sh, HTTP/3 off) in front of the shared
 # bench's nginx upstream (../shared/bench: TLS in, mTLS keep-alive out, upstream on 9443).
-# The caller sets `bench` (the shared bench's path) and `work` (a scratch directory) and
-# runs from the project root; every process started here is in `pids`, killed on exit.
+# The caller runs from the project root and sets `work` (a scratch directory); `bench` is
+# the shared bench's path, set up here on first use. Every process started here is in
+# `pids`, killed on exit.
+bench=$(realpath ../shared/bench)
+[ -d "$bench/pki" ] || "$bench/setup.sh"
 pki=$bench/pki
 pids=()
 bench_cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
