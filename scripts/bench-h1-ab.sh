@@ -31,8 +31,7 @@ measure() {
   sleep 8
   read -r u1 s1 < <(ticks)
   wait "$w"
-  kill "$gw" "$up" 2>/dev/null || true
-  wait "$gw" "$up" 2>/dev/null || true
+  bench_stop
   rps=$(awk '/Requests\/sec/{print $2}' "$run/wrk.txt")
   # The window's requests at wrk's average rate; CPU ticks are 1/100 s.
   awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v r="$rps" 'BEGIN {

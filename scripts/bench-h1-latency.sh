@@ -31,8 +31,7 @@ measure() {
   taskset -c 0 h2load --h1 -c 64 -t 1 --rps "$(awk -v r="$rate" 'BEGIN {print r / 64}')" \
     -D "$duration" --connect-to "127.0.0.1:$port" --log-file "$log" \
     "https://edge.test:$port/" >"$run/h2load.txt" 2>&1
-  kill "$gw" "$up" 2>/dev/null || true
-  wait "$gw" "$up" 2>/dev/null || true
+  bench_stop
   # Log lines: start (µs since the epoch), status, duration (µs).
   sort -n -k1,1 "$log" | awk -v d="$duration" '
     NR == 1 { t0 = $1 }
@@ -50,13 +49,13 @@ measure() {
   }
 }
 
-printf "%-6s %-28s %9s %8s %8s %8s %8s %8s\n" round proxy "req/s" p50 p90 p99 p99.9 max
+row() { printf "%-6s %-28s %9s %8s %8s %8s %8s %8s\n" "$@"; }
+row round proxy "req/s" p50 p90 p99 p99.9 max
 for r in $(seq 1 "$rounds"); do
   for proxy in nginx haproxy; do
-    printf "%-6s %-28s %9s %8s %8s %8s %8s %8s\n" "$r" "$proxy" $(measure "$proxy")
+    row "$r" "$proxy" $(measure "$proxy")
   done
   for bin in "$@"; do
-    printf "%-6s %-28s %9s %8s %8s %8s %8s %8s\n" "$r" "$(basename "$bin")" \
-      $(measure meshedge "$(realpath "$bin")")
+    row "$r" "$(basename "$bin")" $(measure meshedge "$(realpath "$bin")")
   done
 done

@@ -228,8 +228,8 @@ impl Identity {
 #[derive(Debug)]
 pub struct ClientCertResolver {
     presented: ArcSwap<PresentedSvid>,
-    /// The presented SVID's generation, stored after it is swapped in: whoever sees a new
-    /// generation and connects presents that SVID or a newer one.
+    /// Counts swaps; stored after the SVID is swapped in: whoever sees a new generation and
+    /// connects presents that SVID or a newer one.
     generation: AtomicU64,
     /// The presented SVID's `notAfter` in Unix seconds (`i64::MAX` when unknown).
     not_after_unix: AtomicI64,
@@ -241,17 +241,12 @@ pub struct ClientCertResolver {
 struct PresentedSvid {
     key: Arc<CertifiedKey>,
     not_after: Option<OffsetDateTime>,
-    generation: u64,
 }
 
 impl PresentedSvid {
-    fn new(key: Arc<CertifiedKey>, generation: u64) -> Self {
+    fn new(key: Arc<CertifiedKey>) -> Self {
         let not_after = key.cert.first().and_then(not_after);
-        Self {
-            key,
-            not_after,
-            generation,
-        }
+        Self { key, not_after }
     }
 
     fn not_after_unix(&self) -> i64 {
@@ -263,7 +258,7 @@ impl PresentedSvid {
 impl ClientCertResolver {
     /// A resolver presenting `svid`.
     pub fn new(svid: Arc<CertifiedKey>) -> Arc<Self> {
-        let presented = PresentedSvid::new(svid, 0);
+        let presented = PresentedSvid::new(svid);
         Arc::new(Self {
             not_after_unix: AtomicI64::new(presented.not_after_unix()),
             generation: AtomicU64::new(0),
@@ -277,15 +272,14 @@ impl ClientCertResolver {
     /// and sessions survive it.
     pub fn swap(&self, svid: Arc<CertifiedKey>) {
         let _one_at_a_time = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = self.presented.load_full();
-        if old.key.cert == svid.cert {
+        if self.presented.load().key.cert == svid.cert {
             return;
         }
-        let new = PresentedSvid::new(svid, old.generation + 1);
-        let (generation, not_after_unix) = (new.generation, new.not_after_unix());
+        let new = PresentedSvid::new(svid);
+        let not_after_unix = new.not_after_unix();
         self.presented.store(Arc::new(new));
         self.not_after_unix.store(not_after_unix, Ordering::Release);
-        self.generation.store(generation, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Counts swaps: connections made under an older generation present an older SVID.

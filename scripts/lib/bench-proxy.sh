@@ -63,3 +63,9 @@ bench_start_proxy() {
   echo "$proxy did not answer on port $port (log: $run/gw.log)" >&2
   return 1
 }
+
+# Stops the proxy and the upstream of the current `run`.
+bench_stop() {
+  kill "$gw" "$up" 2>/dev/null || true
+  wait "$gw" "$up" 2>/dev/null || true
+}
