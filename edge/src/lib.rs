@@ -29,4 +29,5 @@ pub mod proxy;
 pub mod raw_head;
 pub mod resilience;
 pub mod route;
+pub mod tcp;
 pub mod upstream;

@@ -37,6 +37,7 @@ use crate::config::{ClusterConfig, UpstreamIdentity, UpstreamProtocol};
 use crate::identity::ClientCertResolver;
 use crate::metrics as m;
 use crate::resilience::breaker::{CircuitOpen, Resource};
+use crate::tcp::TcpIo;
 
 pub use crate::raw_head::RawHead;
 pub use outgoing::{Outgoing, RequestHead};
@@ -282,7 +283,7 @@ impl MtlsConnector {
                 .clone()
                 .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
             self.tls
-                .connect(name, tcp)
+                .connect(name, TcpIo::new(tcp))
                 .await
                 .map_err(|source| match unexpected_peer(&source) {
                     Some(p) => ConnectError::IdentityMismatch {
@@ -389,14 +390,14 @@ impl tower_service::Service<Uri> for MtlsConnector {
 
 /// An established mTLS connection to an endpoint.
 pub struct MtlsConn {
-    io: TokioIo<TlsStream<TcpStream>>,
+    io: TokioIo<TlsStream<TcpIo>>,
     h2: bool,
     _slot: BreakerSlot,
 }
 
 impl MtlsConn {
     /// The TLS stream and the breaker slot it holds.
-    fn into_parts(self) -> (TlsStream<TcpStream>, BreakerSlot) {
+    fn into_parts(self) -> (TlsStream<TcpIo>, BreakerSlot) {
         (self.io.into_inner(), self._slot)
     }
 }

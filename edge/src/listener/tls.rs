@@ -24,6 +24,7 @@ use crate::config::ListenerLimits;
 use crate::identity::ServerCertResolver;
 use crate::metrics as m;
 use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::tcp::TcpIo;
 
 /// The rustls server config of the listener: certificates from `resolver`, ALPN h2 then
 /// http/1.1, TLS 1.2 and 1.3.
@@ -96,19 +97,21 @@ async fn connection(
     mut life: Lifecycle,
 ) {
     let _ = tcp.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
-            tracing::debug!(error = %e, "tls handshake failed");
-            return;
-        }
-        Err(_) => {
-            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "timeout").increment(1);
-            return;
-        }
-    };
+    let mut tls =
+        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(TcpIo::new(tcp)))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
+                tracing::debug!(error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "timeout").increment(1);
+                return;
+            }
+        };
     metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "ok").increment(1);
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let protocol = if h2 { "h2" } else { "h1" };

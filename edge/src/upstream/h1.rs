@@ -24,7 +24,6 @@ use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
@@ -33,6 +32,7 @@ use super::{
     UpstreamError,
 };
 use crate::metrics as m;
+use crate::tcp::TcpIo;
 use codec::{BodyDecoder, Decoded, Framing, H1Error, ResponseHead};
 
 /// Request bodies of known length up to this size go through this client.
@@ -47,7 +47,7 @@ const KEPT_REQUEST_BUFFER_BYTES: usize = 4096;
 struct H1Conn {
     /// Boxed: the TLS state is about a kilobyte, and a connection moves in and out of the
     /// pool on every request.
-    io: Box<TlsStream<TcpStream>>,
+    io: Box<TlsStream<TcpIo>>,
     buf: BytesMut,
     /// The request being sent, encoded (kept: a buffer per request cost an allocation).
     out: Vec<u8>,
@@ -59,7 +59,7 @@ struct H1Conn {
 }
 
 impl H1Conn {
-    fn new(io: TlsStream<TcpStream>, slot: BreakerSlot) -> Self {
+    fn new(io: TlsStream<TcpIo>, slot: BreakerSlot) -> Self {
         Self {
             io: Box::new(io),
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -288,7 +288,7 @@ async fn exchange_within(
 
 /// Writes the request and reads the response head into `buf`.
 async fn exchange(
-    io: &mut TlsStream<TcpStream>,
+    io: &mut TlsStream<TcpIo>,
     buf: &mut BytesMut,
     wire: &[u8],
     method: &Method,
