@@ -55,15 +55,13 @@ done | tee "$work/rounds.txt"
 echo
 printf "%-28s %8s %8s %8s %8s %8s %8s\n" "median of $rounds rounds" user sys total \
   "user/n" "sys/n" "total/n"
-awk 'function median(list,   a, n, i, j, v) {
-       n = split(list, a, " ")
-       for (i = 2; i <= n; i++) { v = a[i] + 0; for (j = i - 1; j > 0 && a[j] + 0 > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
-       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-     $1 ~ /^[0-9]+$/ && $2 == "nginx" { nu = $3; ns = $4; nt = $5 }
-     $1 ~ /^[0-9]+$/ {
-       if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 }
-       u[$2] = u[$2] " " $3; s[$2] = s[$2] " " $4; t[$2] = t[$2] " " $5
-       ru[$2] = ru[$2] " " $3 / nu; rs[$2] = rs[$2] " " $4 / ns; rt[$2] = rt[$2] " " $5 / nt }
-     END { for (i = 1; i <= k; i++) { p = order[i]
-       printf "%-28s %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", p, median(u[p]), median(s[p]),
-         median(t[p]), median(ru[p]), median(rs[p]), median(rt[p]) } }' "$work/rounds.txt"
+awk -f scripts/lib/median.awk -f /dev/stdin "$work/rounds.txt" <<'SUMMARY'
+$1 ~ /^[0-9]+$/ && $2 == "nginx" { nu = $3; ns = $4; nt = $5 }
+$1 ~ /^[0-9]+$/ {
+  if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 }
+  u[$2] = u[$2] " " $3; s[$2] = s[$2] " " $4; t[$2] = t[$2] " " $5
+  ru[$2] = ru[$2] " " $3 / nu; rs[$2] = rs[$2] " " $4 / ns; rt[$2] = rt[$2] " " $5 / nt }
+END { for (i = 1; i <= k; i++) { p = order[i]
+  printf "%-28s %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", p, median(u[p]), median(s[p]),
+    median(t[p]), median(ru[p]), median(rs[p]), median(rt[p]) } }
+SUMMARY

@@ -8,6 +8,12 @@
 # every proxy gets the same offered load: h2load --h1, 64 connections, each sending RATE/64
 # requests per second for DURATION seconds; the latency of every request comes from
 # h2load's log, the first 2 s left out. Rounds interleave the proxies.
+# Also the proxy's CPU time per request over the same window (utime+stime from
+# /proc/PID/stat): flat out, a proxy that is not the bottleneck wakes up for fewer requests
+# at a time than one that is (less batching per epoll_wait, more wake-ups of the load core's
+# processes paid in its own writes), so its CPU per request rises with its lead; at one
+# offered rate every proxy works under the same conditions. At the end, the medians over
+# the rounds: p99 and CPU per request, and the median of the per-round CPU ratio to nginx's.
 # Usage: scripts/bench-h1-latency.sh RATE ROUNDS [DURATION] -- MESHEDGE_BIN...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,36 +27,42 @@ work=$(mktemp -d /tmp/meshedge-latency.XXXXXX)
 port=8471
 source scripts/lib/bench-proxy.sh
 
-# Prints "achieved-rate p50 p90 p99 p99.9 max" (ms) for one proxy (nginx, haproxy, or
-# meshedge from the binary $2).
+# Prints "achieved-rate p50 p90 p99 p99.9 max cpu" (ms; cpu: µs per request) for one proxy
+# (nginx, haproxy, or meshedge from the binary $2).
 measure() {
-  local proxy=$1 bin=${2:-} log
+  local proxy=$1 bin=${2:-} log load c0 c1
   bench_start_upstream "$work/$proxy-$RANDOM" taskset -c 0
   bench_start_proxy "$proxy" "$bin" "$port" taskset -c 1
   log=$run/h2load.log
   taskset -c 0 h2load --h1 -c 64 -t 1 --rps "$(awk -v r="$rate" 'BEGIN {print r / 64}')" \
     -D "$duration" --connect-to "127.0.0.1:$port" --log-file "$log" \
-    "https://edge.test:$port/" >"$run/h2load.txt" 2>&1
+    "https://edge.test:$port/" >"$run/h2load.txt" 2>&1 &
+  load=$!
+  ticks() { sed 's/.*) //' "/proc/$gw/stat" | awk '{print $12 + $13}'; }
+  sleep 2
+  c0=$(ticks)
+  wait "$load"
+  c1=$(ticks)
   bench_stop
   # Log lines: start (µs since the epoch), status, duration (µs).
-  sort -n -k1,1 "$log" | awk -v d="$duration" '
+  sort -n -k1,1 "$log" | awk -v d="$duration" -v ticks=$((c1 - c0)) '
     NR == 1 { t0 = $1 }
     $1 - t0 >= 2e6 && $2 == 200 { lat[++n] = $3 / 1000 }
     $2 != 200 { bad++ }
     END {
       if (bad) printf "(%d non-200) ", bad > "/dev/stderr"
-      printf "%.0f\n", n / (d - 2)
+      printf "%.0f %.1f\n", n / (d - 2), ticks / 100 * 1e6 / n
       for (i = 1; i <= n; i++) print lat[i]
     }' | {
-    read -r achieved
-    sort -g | awk -v a="$achieved" '{ v[NR] = $1 } END {
-      printf "%s %.2f %.2f %.2f %.2f %.2f\n", a, v[int(NR * 0.5)], v[int(NR * 0.9)],
-        v[int(NR * 0.99)], v[int(NR * 0.999)], v[NR] }'
+    read -r achieved cpu
+    sort -g | awk -v a="$achieved" -v c="$cpu" '{ v[NR] = $1 } END {
+      printf "%s %.2f %.2f %.2f %.2f %.2f %s\n", a, v[int(NR * 0.5)], v[int(NR * 0.9)],
+        v[int(NR * 0.99)], v[int(NR * 0.999)], v[NR], c }'
   }
 }
 
-row() { printf "%-6s %-28s %9s %8s %8s %8s %8s %8s\n" "$@"; }
-row round proxy "req/s" p50 p90 p99 p99.9 max
+row() { printf "%-6s %-28s %9s %8s %8s %8s %8s %8s %8s\n" "$@"; }
+row round proxy "req/s" p50 p90 p99 p99.9 max "cpu µs"
 for r in $(seq 1 "$rounds"); do
   for proxy in nginx haproxy; do
     row "$r" "$proxy" $(measure "$proxy")
@@ -58,4 +70,15 @@ for r in $(seq 1 "$rounds"); do
   for bin in "$@"; do
     row "$r" "$(basename "$bin")" $(measure meshedge "$(realpath "$bin")")
   done
-done
+done | tee "$work/rounds.txt"
+
+echo
+printf "%-28s %8s %8s %8s\n" "median of $rounds rounds" p99 "cpu µs" "cpu/n"
+awk -f scripts/lib/median.awk -f /dev/stdin "$work/rounds.txt" <<'SUMMARY'
+$1 ~ /^[0-9]+$/ && $2 == "nginx" { nc = $9 }
+$1 ~ /^[0-9]+$/ {
+  if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 }
+  p[$2] = p[$2] " " $6; c[$2] = c[$2] " " $9; r[$2] = r[$2] " " $9 / nc }
+END { for (i = 1; i <= k; i++) { x = order[i]
+  printf "%-28s %8.2f %8.1f %8.2f\n", x, median(p[x]), median(c[x]), median(r[x]) } }
+SUMMARY
