@@ -97,21 +97,19 @@ async fn connection(
     mut life: Lifecycle,
 ) {
     let _ = tcp.set_nodelay(true);
-    let mut tls =
-        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(TcpIo::new(tcp)))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
-                tracing::debug!(error = %e, "tls handshake failed");
-                return;
-            }
-            Err(_) => {
-                metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "timeout").increment(1);
-                return;
-            }
-        };
+    let handshake = acceptor.accept(TcpIo::new(tcp));
+    let mut tls = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "error").increment(1);
+            tracing::debug!(error = %e, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "timeout").increment(1);
+            return;
+        }
+    };
     metrics::counter!(m::TLS_HANDSHAKES_TOTAL, "result" => "ok").increment(1);
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let protocol = if h2 { "h2" } else { "h1" };
