@@ -22,14 +22,13 @@ measure() {
   local proxy=$1 bin=${2:-} u0 s0 u1 s1 rps
   bench_start_upstream "$work/$proxy-$RANDOM" taskset -c 0
   bench_start_proxy "$proxy" "$bin" "$port" taskset -c 1
-  ticks() { sed 's/.*) //' "/proc/$gw/stat" | awk '{print $12, $13}'; }
   BENCH_ADDR=127.0.0.1 taskset -c 0 wrk -s "$bench/lib/sni.lua" -t2 -c64 -d14s \
     "https://edge.test:$port/" >"$run/wrk.txt" 2>&1 &
   local w=$!
   sleep 3
-  read -r u0 s0 < <(ticks)
+  read -r u0 s0 < <(bench_cpu_ticks)
   sleep 8
-  read -r u1 s1 < <(ticks)
+  read -r u1 s1 < <(bench_cpu_ticks)
   wait "$w"
   bench_stop
   rps=$(awk '/Requests\/sec/{print $2}' "$run/wrk.txt")

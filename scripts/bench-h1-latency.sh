@@ -30,7 +30,7 @@ source scripts/lib/bench-proxy.sh
 # Prints "achieved-rate p50 p90 p99 p99.9 max cpu" (ms; cpu: µs per request) for one proxy
 # (nginx, haproxy, or meshedge from the binary $2).
 measure() {
-  local proxy=$1 bin=${2:-} log load c0 c1
+  local proxy=$1 bin=${2:-} log load u0 s0 u1 s1
   bench_start_upstream "$work/$proxy-$RANDOM" taskset -c 0
   bench_start_proxy "$proxy" "$bin" "$port" taskset -c 1
   log=$run/h2load.log
@@ -38,14 +38,13 @@ measure() {
     -D "$duration" --connect-to "127.0.0.1:$port" --log-file "$log" \
     "https://edge.test:$port/" >"$run/h2load.txt" 2>&1 &
   load=$!
-  ticks() { sed 's/.*) //' "/proc/$gw/stat" | awk '{print $12 + $13}'; }
   sleep 2
-  c0=$(ticks)
+  read -r u0 s0 < <(bench_cpu_ticks)
   wait "$load"
-  c1=$(ticks)
+  read -r u1 s1 < <(bench_cpu_ticks)
   bench_stop
   # Log lines: start (µs since the epoch), status, duration (µs).
-  sort -n -k1,1 "$log" | awk -v d="$duration" -v ticks=$((c1 - c0)) '
+  sort -n -k1,1 "$log" | awk -v d="$duration" -v ticks=$((u1 + s1 - u0 - s0)) '
     NR == 1 { t0 = $1 }
     $1 - t0 >= 2e6 && $2 == 200 { lat[++n] = $3 / 1000 }
     $2 != 200 { bad++ }

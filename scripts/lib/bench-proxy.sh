@@ -64,6 +64,9 @@ bench_start_proxy() {
   return 1
 }
 
+# Prints the proxy's (`gw`'s) user and system CPU time so far, in clock ticks (1/100 s).
+bench_cpu_ticks() { sed 's/.*) //' "/proc/$gw/stat" | awk '{print $12, $13}'; }
+
 # Stops the proxy and the upstream of the current `run`.
 bench_stop() {
   kill "$gw" "$up" 2>/dev/null || true
