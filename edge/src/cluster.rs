@@ -4,7 +4,7 @@
 //! place the outcome of a try is recorded: counters, outlier detection, latency window).
 //! Admission (circuit breaker), retry and hedge room are guards ([`Admission`],
 //! [`RetryRoom`]) that give their unit back when dropped. A background task per cluster
-//! runs the policy's `tick` and one active health check per endpoint ([`health`]).
+//! runs the policy's `tick` and one active health check per endpoint (`health`).
 
 mod health;
 mod probe;

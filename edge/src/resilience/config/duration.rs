@@ -1,4 +1,4 @@
-//! serde for [`Duration`](std::time::Duration) as a humantime string (`"1m 30s"`, `"250ms"`).
+//! serde for [`Duration`] as a humantime string (`"1m 30s"`, `"250ms"`).
 
 use std::time::Duration;
 
