@@ -35,11 +35,10 @@ use tokio_rustls::TlsConnector;
 use crate::config::{ClusterConfig, UpstreamIdentity, UpstreamProtocol};
 use crate::identity::ClientCertResolver;
 use connector::{BreakerSlot, ConnectorSettings};
-use error::error_chain;
 
 pub use crate::raw_head::RawHead;
 pub use connector::{client_tls, ConnectionBreaker, MtlsConn, MtlsConnector};
-pub use error::{find_cause, ConnectError, FailureKind, UpstreamError};
+pub use error::{error_chain, find_cause, ConnectError, FailureKind, UpstreamError};
 pub use outgoing::{Outgoing, RequestHead};
 
 /// Error type of bodies sent upstream.

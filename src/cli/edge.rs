@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use meshedge_edge::config;
 use meshedge_edge::gateway::{Gateway, Material};
+use meshedge_edge::upstream::error_chain;
 
 /// `meshedge edge` arguments.
 #[derive(Debug, clap::Args)]
@@ -53,17 +54,6 @@ async fn check_material(c: &config::Config) -> Result<(), Box<dyn std::error::Er
     };
     Material::load(c, workload.as_ref())?;
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 async fn check(path: &std::path::Path) -> ExitCode {

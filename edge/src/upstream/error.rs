@@ -163,7 +163,7 @@ pub fn find_cause<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) ->
 }
 
 /// An error and its causes, one line (`a: b: c`).
-pub(super) fn error_chain(e: &dyn StdError) -> String {
+pub fn error_chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
