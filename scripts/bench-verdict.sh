@@ -7,7 +7,7 @@
 # their range, the rounds that had both sides, and the verdict by the median as shown (two
 # decimals).
 #   h1 CPU µs/request (cpu_s / requests)  at most 0.70x nginx's
-#   h1 p99                                at most 1.00x the best peer's of the round
+#   h1 p99                                at most 1.00x the best peer's (lowest median p99)
 #   new TLS connections/s (hs)            above 1.00x Envoy's
 #   HTTP/3 req/s                          at least 1.50x Envoy's
 #   peak RSS                              at most 1.00x HAProxy's
@@ -35,27 +35,42 @@ function figure(g, r, p,   c, q) {
   if (g == "h3") return v[r, p, "h3.rps"]
   return v[r, p, "all.rss_mb"]
 }
-# The reference figure of round r for goal g: the named peer's, or the best peer's p99.
-function reference(g, r,   i, f, best) {
+# The reference figure of round r for goal g: the named peer's; for the p99, the best
+# peer's (see best_p99_peer).
+function reference(g, r) {
   if (g == "cpu") return figure(g, r, "nginx")
   if (g == "hs" || g == "h3") return figure(g, r, "envoy")
   if (g == "rss") return figure(g, r, "haproxy")
+  return figure(g, r, best_peer)
+}
+# The peer with the lowest median h1 p99 over the run, or "" when no peer has one. A peer,
+# not each round's lowest p99: the minimum of several noisy figures sits below each one's
+# typical value, so a proxy level with its peers would lose to it more often than not.
+function best_p99_peer(   i, j, f, list, m, best, low) {
   best = ""
   for (i = 1; i <= 4; i++) {
-    f = figure(g, r, peer[i])
-    if (f != "" && (best == "" || f + 0 < best + 0)) best = f
+    list = ""
+    for (j = 1; j <= nr; j++) {
+      f = figure("p99", rounds[j], peer[i])
+      if (f != "") list = list " " f
+    }
+    if (list == "") continue
+    m = median(list)
+    if (best == "" || m < low) { best = peer[i]; low = m }
   }
   return best
 }
 function goal(g, what, how, bound) { text[g] = what; cmp[g] = how; limit[g] = bound }
 function row(what, build, mid, span, n, verdict) {
-  printf "%-38s %-20s %6s %12s %6s  %s\n", what, build, mid, span, n, verdict
+  printf "%-41s %-20s %6s %12s %6s  %s\n", what, build, mid, span, n, verdict
 }
 END {
   split("nginx haproxy envoy caddy", peer, " ")
   split("cpu p99 hs h3 rss", goals, " ")
   goal("cpu", "h1 CPU µs/req at most 0.70x nginx's", "<=", 0.70)
-  goal("p99", "h1 p99 at most the best peer's", "<=", 1.00)
+  best_peer = best_p99_peer()
+  goal("p99", "h1 p99 at most the best peer's" (best_peer == "" ? "" : " (" best_peer ")"),
+    "<=", 1.00)
   goal("hs", "new TLS conn/s above Envoy's", ">", 1.00)
   goal("h3", "HTTP/3 req/s at least 1.5x Envoy's", ">=", 1.50)
   goal("rss", "peak RSS at most HAProxy's", "<=", 1.00)
