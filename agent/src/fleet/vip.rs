@@ -132,7 +132,7 @@ const PROBE_BYTES: &[u8] = b"\x15\x03\x03\x00\x02\x02\x32\r\n\r\n";
 /// What a probe of an address found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeOutcome {
-    /// A process reacted to [`PROBE_BYTES`]: an answer, a close or a reset.
+    /// A process reacted to `PROBE_BYTES`: an answer, a close or a reset.
     Reacted,
     /// Refused, or no handshake within the connect timeout: no process serves there (the
     /// address is gone, or its host is cut off).
@@ -155,7 +155,7 @@ impl ProbeOutcome {
 
 /// Probes `target` in two phases: the TCP handshake within `connect_timeout` (a LAN peer's
 /// kernel answers in well under a millisecond, so a short wait is enough to call a cut-off
-/// or vanished address unreachable), then a process's reaction to [`PROBE_BYTES`] within
+/// or vanished address unreachable), then a process's reaction to `PROBE_BYTES` within
 /// `reaction_timeout`. A completed handshake proves that some kernel holds the address, so
 /// its process gets as long as its own supervisor gives it (a busy gateway is slow, not
 /// dead: claiming then would make two holders).
