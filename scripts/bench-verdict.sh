@@ -48,7 +48,7 @@ function reference(g, r) {
 # typical value, so a proxy level with its peers would lose to it more often than not.
 function best_p99_peer(   i, j, f, list, m, best, low) {
   best = ""
-  for (i = 1; i <= 4; i++) {
+  for (i = 1; i <= npeers; i++) {
     list = ""
     for (j = 1; j <= nr; j++) {
       f = figure("p99", rounds[j], peer[i])
@@ -65,8 +65,8 @@ function row(what, build, mid, span, n, verdict) {
   printf "%-41s %-20s %6s %12s %6s  %s\n", what, build, mid, span, n, verdict
 }
 END {
-  split("nginx haproxy envoy caddy", peer, " ")
-  split("cpu p99 hs h3 rss", goals, " ")
+  npeers = split("nginx haproxy envoy caddy", peer, " ")
+  ngoals = split("cpu p99 hs h3 rss", goals, " ")
   goal("cpu", "h1 CPU µs/req at most 0.70x nginx's", "<=", 0.70)
   best_peer = best_p99_peer()
   goal("p99", "h1 p99 at most the best peer's" (best_peer == "" ? "" : " (" best_peer ")"),
@@ -79,7 +79,7 @@ END {
     exit 2
   }
   row("goal (per-round ratio)", "build", "median", "range", "rounds", "verdict")
-  for (b = 1; b <= nb; b++) for (j = 1; j <= 5; j++) {
+  for (b = 1; b <= nb; b++) for (j = 1; j <= ngoals; j++) {
     g = goals[j]; list = ""; n = 0; lo = ""; hi = ""
     for (i = 1; i <= nr; i++) {
       f = figure(g, rounds[i], builds[b]); ref = reference(g, rounds[i])
