@@ -6,7 +6,9 @@
 # system CPU time (/proc/PID/stat, utime and stime) over an 8 s window of a 14 s run,
 # divided by the requests wrk counted in it. Rounds interleave the proxies, so a host that
 # slows down slows every proxy of a round alike: compare within a round. At the end, the
-# medians over the rounds, with the user, system and total ratios to nginx's.
+# medians over the rounds, with the user, system and total ratios to nginx's, and per build
+# the user time the CPU goal (0.7x nginx's total) leaves it at its own system time
+# (scripts/lib/h1-ab-summary.awk).
 # Usage: scripts/bench-h1-ab.sh ROUNDS MESHEDGE_BIN...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,13 +56,4 @@ done | tee "$work/rounds.txt"
 echo
 printf "%-28s %8s %8s %8s %8s %8s %8s\n" "median of $rounds rounds" user sys total \
   "user/n" "sys/n" "total/n"
-awk -f scripts/lib/median.awk -f /dev/stdin "$work/rounds.txt" <<'SUMMARY'
-$1 ~ /^[0-9]+$/ && $2 == "nginx" { nu = $3; ns = $4; nt = $5 }
-$1 ~ /^[0-9]+$/ {
-  if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 }
-  u[$2] = u[$2] " " $3; s[$2] = s[$2] " " $4; t[$2] = t[$2] " " $5
-  ru[$2] = ru[$2] " " $3 / nu; rs[$2] = rs[$2] " " $4 / ns; rt[$2] = rt[$2] " " $5 / nt }
-END { for (i = 1; i <= k; i++) { p = order[i]
-  printf "%-28s %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", p, median(u[p]), median(s[p]),
-    median(t[p]), median(ru[p]), median(rs[p]), median(rt[p]) } }
-SUMMARY
+awk -f scripts/lib/median.awk -f scripts/lib/h1-ab-summary.awk "$work/rounds.txt"

@@ -3,6 +3,7 @@
 //! the rounds counted, the bounds of every goal (0.70x, strictly above, at least 1.5x, at
 //! most 1.0x; a median judged as shown, to two decimals), the best peer for the p99 (by its
 //! median, not each round's lowest), goals whose peer is not in the run, and bad input.
+//! Also `scripts/bench-h1-ab.sh`'s summary, on hand-made rounds.
 
 mod support;
 
@@ -169,4 +170,72 @@ fn verdict_refuses_a_directory_without_results_or_without_meshedge() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `scripts/bench-h1-ab.sh`'s summary (`scripts/lib/h1-ab-summary.awk`) over a hand-made
+/// rounds file: each proxy's medians, the medians of its per-round ratios to nginx's, and
+/// the user time 0.7x of nginx's total leaves each build at its own system time, negative
+/// when its kernel part alone is over the goal.
+#[test]
+fn ab_summary_gives_medians_and_the_room_the_cpu_goal_leaves() {
+    let dir = TempDir::new("bench-ab-summary");
+    // Rounds of "round proxy user sys total ratio"; nginx's totals 40, 20, 60 µs.
+    let rounds = "\
+round  proxy   user sys total /nginx
+1 nginx 20 20 40 1.00
+1 lean 6 20 26 0.65
+1 kernel-heavy 5 30 35 0.88
+2 nginx 10 10 20 1.00
+2 lean 4 10 14 0.70
+2 kernel-heavy 3 15 18 0.90
+3 nginx 30 30 60 1.00
+3 lean 12 30 42 0.70
+3 kernel-heavy 8 45 53 0.88
+
+median of 3 rounds  user sys total
+";
+    let file = dir.join("rounds.txt");
+    std::fs::write(&file, rounds).unwrap();
+    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib");
+    let out = Command::new("awk")
+        .args(["-f", &format!("{lib}/median.awk")])
+        .args(["-f", &format!("{lib}/h1-ab-summary.awk")])
+        .arg(&file)
+        .output()
+        .expect("awk runs");
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let fields = |proxy: &str| -> Vec<String> {
+        let line = report
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(proxy))
+            .unwrap_or_else(|| panic!("no {proxy} line in:\n{report}"));
+        line.split_whitespace().skip(1).map(String::from).collect()
+    };
+    assert_eq!(
+        fields("nginx"),
+        ["20.0", "20.0", "40.0", "1.00", "1.00", "1.00"]
+    );
+    // lean: user ratios 0.30, 0.40, 0.40; total ratios 0.65, 0.70, 0.70.
+    assert_eq!(
+        fields("lean"),
+        ["6.0", "20.0", "26.0", "0.40", "1.00", "0.70"]
+    );
+    assert_eq!(fields("kernel-heavy").len(), 6);
+    // 0.7 x 40 - 20 = 8.0 µs, 0.40x nginx's 20; kernel-heavy: 0.7 x 40 - 30 = -2.0.
+    assert!(
+        report.contains(
+            "0.7x of nginx's total at lean's system time leaves 8.0 µs of user time \
+             (0.40x nginx's; it spends 0.40x)"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "at kernel-heavy's system time leaves -2.0 µs of user time (-0.10x nginx's; \
+             it spends 0.27x)"
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("at nginx's system time"), "{report}");
 }
